@@ -1,0 +1,828 @@
+//! Configuration: the TOML file, parsed into [`spec`] structs, then validated into the
+//! runtime types the pipeline uses.
+//!
+//! Every error in a file is reported at once, each with its line and column and its table
+//! path (`idps[2].mapping."role.$"`), and with what was expected.
+
+mod duration;
+pub mod spec;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde::de::DeserializeOwned;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use duration::parse_duration;
+use spec::{AdminSpec, DurationSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec, TokenProviderSpec};
+
+use crate::algorithm;
+use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource, StaticKey};
+use crate::mapping::{ClaimMapper, quote_key};
+use crate::mint::keys::SigningKey;
+use crate::mint::{DEFAULT_TTL, Profile, REGISTERED_CLAIMS, STATEBACKED_AUDIENCE, TokenProvider};
+use crate::secret::Secret;
+
+/// `audience_base` unless `[server]` sets it: State Backed's.
+pub const DEFAULT_AUDIENCE_BASE: &str = "https://tokens.statebacked.dev";
+/// `iss` of minted tokens unless `[server] issuer` is set.
+pub const DEFAULT_ISSUER: &str = "baton";
+/// The proxy listener unless `[proxy] listen` is set.
+pub const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:8080";
+/// The admin listener unless `[admin] listen` is set.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[proxy]`.
+    pub proxy: ProxyConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[[keys]]`.
+    pub keys: Vec<Arc<SigningKey>>,
+    /// `[[idps]]`, in file order.
+    pub idps: Vec<Arc<IdentityProvider>>,
+    /// `[[token_providers]]`, in file order.
+    pub token_providers: Vec<Arc<TokenProvider>>,
+    /// Things that load but deserve a look (an inline secret, say).
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The org id of State Backed's audience form `{audience_base}/{org}/{service}`.
+    pub org: Option<String>,
+    /// The base of that audience form.
+    pub audience_base: String,
+    /// `iss` of minted tokens.
+    pub issuer: String,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The listener.
+    pub listen: SocketAddr,
+    /// `host:port` of the application.
+    pub upstream: Option<String>,
+    /// The service whose provider mints tokens for proxied requests (and `/tokens`' default).
+    pub service: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// The admin listener.
+    pub listen: SocketAddr,
+    /// The environment variable holding the admin API's bearer token.
+    pub token_env: Option<String>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// The table path (`idps[2].mapping."role.$"`), empty for the document.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+struct Loader<'a> {
+    source: &'a str,
+    base_dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+/// Where an element sits: its table path and its span in the file.
+#[derive(Clone)]
+struct Place {
+    path: String,
+    span: Range<usize>,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates the file at `path`. Relative `*_file` paths are resolved against
+    /// the file's directory; `*_env` names are read from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                position: None,
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&source, base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates a config document. `env` looks up environment variables (injectable for tests).
+    pub fn from_toml(
+        source: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut loader = Loader {
+            source,
+            base_dir,
+            env,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let config = loader.load();
+        if loader.errors.is_empty() {
+            Ok(config)
+        } else {
+            loader.errors.sort_by_key(|e| e.position);
+            Err(ConfigErrors(loader.errors))
+        }
+    }
+
+    /// The token provider of `service`.
+    pub fn provider(&self, service: &str) -> Option<&Arc<TokenProvider>> {
+        self.token_providers.iter().find(|p| p.service == service)
+    }
+}
+
+// === impl Loader ===
+
+impl Loader<'_> {
+    fn load(&mut self) -> Config {
+        let (root, syntax_errors) = DeTable::parse_recoverable(self.source);
+        for e in syntax_errors {
+            self.error_at(e.span(), String::new(), e.message().to_owned());
+        }
+        let mut server = ServerSpec::default();
+        let mut proxy = ProxySpec::default();
+        let mut admin = AdminSpec::default();
+        let (mut keys, mut idps, mut providers) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in root.into_inner() {
+            let name = key.get_ref().to_string();
+            match name.as_str() {
+                "server" => server = self.section(value, &name).unwrap_or_default(),
+                "proxy" => proxy = self.section(value, &name).unwrap_or_default(),
+                "admin" => admin = self.section(value, &name).unwrap_or_default(),
+                "keys" => keys = self.array::<KeySpec>(value, &name),
+                "idps" => idps = self.array::<IdpSpec>(value, &name),
+                "token_providers" => providers = self.array::<TokenProviderSpec>(value, &name),
+                _ => self.error_at(
+                    Some(key.span()),
+                    name.clone(),
+                    "unknown section; expected server, proxy, admin, keys, idps or token_providers"
+                        .to_owned(),
+                ),
+            }
+        }
+
+        let server = self.server(server);
+        let keys: Vec<Arc<SigningKey>> = keys
+            .into_iter()
+            .filter_map(|(spec, place)| self.key(spec, &place))
+            .map(Arc::new)
+            .collect();
+        self.duplicates(keys.iter().map(|k| k.id().to_owned()), "keys", "key id");
+        let idps: Vec<(Arc<IdentityProvider>, Place)> = idps
+            .into_iter()
+            .filter_map(|(spec, place)| {
+                self.idp(spec, &place)
+                    .map(|idp| (Arc::new(idp), place))
+            })
+            .collect();
+        self.duplicate_idps(&idps);
+        let providers: Vec<Arc<TokenProvider>> = providers
+            .into_iter()
+            .filter_map(|(spec, place)| self.provider(spec, &place, &keys, &server))
+            .map(Arc::new)
+            .collect();
+        self.duplicates(
+            providers.iter().map(|p| p.service.clone()),
+            "token_providers",
+            "service",
+        );
+        let proxy = self.proxy(proxy, &providers);
+        let admin = AdminConfig {
+            listen: self.socket_addr(admin.listen.as_deref(), DEFAULT_ADMIN_LISTEN, "admin.listen"),
+            token_env: admin.token_env,
+        };
+        Config {
+            server,
+            proxy,
+            admin,
+            keys,
+            idps: idps.into_iter().map(|(idp, _)| idp).collect(),
+            token_providers: providers,
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, path: &str) -> Option<T> {
+        let span = value.span();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                self.error_at(e.span().or(Some(span)), path.to_owned(), e.message().to_owned());
+                None
+            }
+        }
+    }
+
+    fn array<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, name: &str) -> Vec<(T, Place)> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.error_at(
+                Some(span),
+                name.to_owned(),
+                format!("expected an array of tables ([[{name}]])"),
+            );
+            return Vec::new();
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let place = Place {
+                    path: format!("{name}[{i}]"),
+                    span: item.span(),
+                };
+                self.section(item, &place.path).map(|spec| (spec, place))
+            })
+            .collect()
+    }
+
+    fn server(&mut self, spec: ServerSpec) -> ServerConfig {
+        if let Some(org) = &spec.org
+            && (org.is_empty() || org.contains('/'))
+        {
+            self.error(None, "server.org", "an org id, non-empty and without `/`");
+        }
+        ServerConfig {
+            org: spec.org,
+            audience_base: spec
+                .audience_base
+                .map_or_else(|| DEFAULT_AUDIENCE_BASE.to_owned(), |b| b.trim_end_matches('/').to_owned()),
+            issuer: spec.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
+        }
+    }
+
+    fn proxy(&mut self, spec: ProxySpec, providers: &[Arc<TokenProvider>]) -> ProxyConfig {
+        if let Some(service) = &spec.service
+            && !providers.iter().any(|p| &p.service == service)
+        {
+            self.error(
+                None,
+                "proxy.service",
+                &format!("no [[token_providers]] entry has service {service:?}"),
+            );
+        }
+        ProxyConfig {
+            listen: self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen"),
+            upstream: spec.upstream,
+            service: spec.service,
+        }
+    }
+
+    fn socket_addr(&mut self, text: Option<&str>, default: &str, path: &str) -> SocketAddr {
+        let text = text.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.error(None, path, &format!("`{text}` is not an address like 127.0.0.1:8080"));
+            // Never served: the config is rejected with the error above.
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn key(&mut self, spec: KeySpec, place: &Place) -> Option<SigningKey> {
+        let at = Some(place);
+        if spec.id.is_empty() {
+            self.error(at, &format!("{}.id", place.path), "a non-empty key id, e.g. \"sbk_main\"");
+        }
+        let alg = match algorithm::parse(&spec.algorithm) {
+            Ok(alg) => alg,
+            Err(e) => {
+                self.error(at, &format!("{}.algorithm", place.path), &e);
+                return None;
+            }
+        };
+        let secret = self.one_secret(
+            place,
+            &[
+                ("secret_env", spec.secret_env.as_deref(), SecretFrom::Env),
+                ("secret_file", spec.secret_file.as_deref(), SecretFrom::File),
+                ("secret", spec.secret.as_deref(), SecretFrom::Inline),
+                ("private_key_env", spec.private_key_env.as_deref(), SecretFrom::Env),
+                ("private_key_file", spec.private_key_file.as_deref(), SecretFrom::File),
+            ],
+        )?;
+        let (field, material) = secret;
+        let is_secret_field = field.starts_with("secret");
+        let loaded = match (algorithm::is_hmac(alg), is_secret_field) {
+            (true, true) => SigningKey::hmac(&spec.id, alg, &material),
+            (false, false) => SigningKey::from_private_pem(&spec.id, alg, material.expose()),
+            (true, false) => {
+                self.error(
+                    at,
+                    &format!("{}.{field}", place.path),
+                    &format!("{} is HMAC: give secret_env or secret_file, not a private key", spec.algorithm),
+                );
+                return None;
+            }
+            (false, true) => {
+                self.error(
+                    at,
+                    &format!("{}.{field}", place.path),
+                    &format!("{} needs a private key: give private_key_file or private_key_env", spec.algorithm),
+                );
+                return None;
+            }
+        };
+        if field == "secret" {
+            self.warnings.push(format!(
+                "{}: the secret is inline in the file; use secret_env or secret_file outside demos",
+                place.path
+            ));
+        }
+        match loaded {
+            Ok(key) => Some(if spec.retired { key.retire() } else { key }),
+            Err(e) => {
+                self.error(at, &format!("{}.{field}", place.path), &e.0);
+                None
+            }
+        }
+    }
+
+    /// Reads the one secret among `sources` that is set. Errors when none or several are.
+    fn one_secret(
+        &mut self,
+        place: &Place,
+        sources: &[(&'static str, Option<&str>, SecretFrom)],
+    ) -> Option<(&'static str, Secret)> {
+        let set: Vec<_> = sources.iter().filter(|(_, v, _)| v.is_some()).collect();
+        let names: Vec<&str> = sources.iter().map(|(n, _, _)| *n).collect();
+        match set.as_slice() {
+            [] => {
+                self.error(Some(place), &place.path, &format!("no key material: set one of {}", names.join(", ")));
+                None
+            }
+            [(field, Some(value), from)] => {
+                let path = format!("{}.{field}", place.path);
+                let read = match from {
+                    SecretFrom::Env => (self.env)(value)
+                        .map(|v| Secret::new(v.into_bytes()))
+                        .ok_or_else(|| format!("environment variable {value} is not set")),
+                    SecretFrom::File => {
+                        let file = self.resolve(value);
+                        std::fs::read(&file)
+                            .map(|bytes| Secret::new(trim_trailing_newline(bytes)))
+                            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+                    }
+                    SecretFrom::Inline => Ok(Secret::new(value.as_bytes())),
+                };
+                match read {
+                    Ok(secret) => Some((field, secret)),
+                    Err(e) => {
+                        self.error(Some(place), &path, &e);
+                        None
+                    }
+                }
+            }
+            several => {
+                let given: Vec<&str> = several.iter().map(|(n, _, _)| *n).collect();
+                self.error(
+                    Some(place),
+                    &place.path,
+                    &format!("several key sources ({}); set exactly one", given.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn idp(&mut self, spec: IdpSpec, place: &Place) -> Option<IdentityProvider> {
+        let at = Some(place);
+        let path = &place.path;
+        let errors_before = self.errors.len();
+        if spec.issuer.is_none() && spec.audience.is_none() {
+            self.error(at, path, "an IdP needs an issuer, an audience, or both");
+        }
+        let algorithms: Vec<Algorithm> = match &spec.algorithms {
+            None => vec![Algorithm::RS256],
+            Some(names) if names.is_empty() => {
+                self.error(at, &format!("{path}.algorithms"), "at least one algorithm");
+                Vec::new()
+            }
+            Some(names) => names
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    algorithm::parse(name)
+                        .map_err(|e| self.error(at, &format!("{path}.algorithms[{i}]"), &e))
+                        .ok()
+                })
+                .collect(),
+        };
+        let keys = self.idp_key_source(&spec, place, &algorithms);
+        let leeway = self.duration(spec.leeway.as_ref(), DEFAULT_LEEWAY, place, "leeway");
+        let mapping = self.mapping(&spec.mapping, place);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let name = spec
+            .name
+            .or_else(|| spec.issuer.clone())
+            .or_else(|| spec.audience.clone())
+            .unwrap_or_default();
+        Some(IdentityProvider {
+            name,
+            issuer: spec.issuer,
+            audience: spec.audience,
+            algorithms,
+            keys: keys?,
+            leeway,
+            mapping: mapping?,
+        })
+    }
+
+    fn idp_key_source(&mut self, spec: &IdpSpec, place: &Place, algorithms: &[Algorithm]) -> Option<KeySource> {
+        let at = Some(place);
+        let path = &place.path;
+        let mut sources = Vec::new();
+        if spec.jwks_url.is_some() {
+            sources.push("jwks_url");
+        }
+        if spec.discovery {
+            sources.push("discovery");
+        }
+        for (name, set) in [("key", spec.key.is_some()), ("key_env", spec.key_env.is_some()), ("key_file", spec.key_file.is_some())] {
+            if set {
+                sources.push(name);
+            }
+        }
+        if sources.len() != 1 {
+            let problem = if sources.is_empty() {
+                "no key source".to_owned()
+            } else {
+                format!("several key sources ({})", sources.join(", "))
+            };
+            self.error(
+                at,
+                path,
+                &format!("{problem}; set exactly one of jwks_url, discovery = true, key, key_env, key_file"),
+            );
+            return None;
+        }
+        let hmac_algs: Vec<&str> = algorithms
+            .iter()
+            .filter(|a| algorithm::is_hmac(**a))
+            .map(|a| algorithm::name(*a))
+            .collect();
+        let refuse_hmac_with = |loader: &mut Self, what: &str| {
+            loader.error(
+                at,
+                &format!("{path}.algorithms"),
+                &format!(
+                    "{} with {what}: HMAC needs a shared secret (key, key_env or key_file), \
+                     never a published key",
+                    hmac_algs.join(", ")
+                ),
+            );
+        };
+        if let Some(url) = &spec.jwks_url {
+            if !hmac_algs.is_empty() {
+                refuse_hmac_with(self, "a JWKS");
+            }
+            match url::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    return Some(KeySource::JwksUrl(url.clone()));
+                }
+                _ => self.error(at, &format!("{path}.jwks_url"), &format!("`{url}` is not an http(s) URL")),
+            }
+            return None;
+        }
+        if spec.discovery {
+            if !hmac_algs.is_empty() {
+                refuse_hmac_with(self, "OIDC discovery");
+            }
+            if spec.issuer.is_none() {
+                self.error(at, &format!("{path}.discovery"), "discovery needs an issuer");
+            }
+            return Some(KeySource::Discovery);
+        }
+        let (field, material) = self.one_secret(
+            place,
+            &[
+                ("key", spec.key.as_deref(), SecretFrom::Inline),
+                ("key_env", spec.key_env.as_deref(), SecretFrom::Env),
+                ("key_file", spec.key_file.as_deref(), SecretFrom::File),
+            ],
+        )?;
+        let bytes = if field == "key" {
+            // State Backed's `key` field: the key's bytes, base64url.
+            match base64::engine::general_purpose::GeneralPurpose::new(
+                &base64::alphabet::URL_SAFE,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            )
+            .decode(material.expose())
+            {
+                Ok(bytes) => Secret::new(bytes),
+                Err(_) => {
+                    self.error(at, &format!("{path}.key"), "`key` is the key's bytes in base64url (State Backed's format)");
+                    return None;
+                }
+            }
+        } else {
+            material
+        };
+        let key = match static_key(bytes.expose(), algorithms) {
+            Ok(key) => key,
+            Err(e) => {
+                self.error(at, &format!("{path}.{field}"), &e);
+                return None;
+            }
+        };
+        for alg in algorithms {
+            if alg.family() != key.family {
+                let message = if key.family == AlgorithmFamily::Hmac {
+                    format!("{} needs a public key, but this key is an HMAC secret", algorithm::name(*alg))
+                } else if algorithm::is_hmac(*alg) {
+                    format!("{} (HMAC) is never verified with a public key", algorithm::name(*alg))
+                } else {
+                    format!("{} does not fit this {:?} key", algorithm::name(*alg), key.family)
+                };
+                self.error(at, &format!("{path}.algorithms"), &message);
+            }
+        }
+        if field == "key" && key.family == AlgorithmFamily::Hmac {
+            self.warnings.push(format!(
+                "{path}: the HMAC secret is inline in the file; use key_env or key_file outside demos"
+            ));
+        }
+        Some(KeySource::Static(key))
+    }
+
+    fn provider(
+        &mut self,
+        spec: TokenProviderSpec,
+        place: &Place,
+        keys: &[Arc<SigningKey>],
+        server: &ServerConfig,
+    ) -> Option<TokenProvider> {
+        let at = Some(place);
+        let path = &place.path;
+        let errors_before = self.errors.len();
+        if !valid_service(&spec.service) {
+            self.error(
+                at,
+                &format!("{path}.service"),
+                &format!("{:?} must match ^[a-zA-Z0-9_-]{{1,128}}$", spec.service),
+            );
+        }
+        let key = keys.iter().find(|k| k.id() == spec.key);
+        match key {
+            None => self.error(at, &format!("{path}.key"), &format!("no [[keys]] entry has id {:?}", spec.key)),
+            Some(k) if k.is_retired() => self.error(
+                at,
+                &format!("{path}.key"),
+                &format!("key {:?} is retired and no longer signs", spec.key),
+            ),
+            Some(_) => {}
+        }
+        let profile = match spec.profile.as_deref() {
+            None | Some("statebacked") => Profile::StateBacked,
+            Some("access_token") => Profile::AccessToken,
+            Some(other) => {
+                self.error(
+                    at,
+                    &format!("{path}.profile"),
+                    &format!("unknown profile {other:?}; expected \"statebacked\" or \"access_token\""),
+                );
+                Profile::StateBacked
+            }
+        };
+        let ttl = self.duration(spec.ttl.as_ref(), DEFAULT_TTL, place, "ttl");
+        if ttl.as_secs() == 0 {
+            self.error(at, &format!("{path}.ttl"), "a lifetime of at least one second");
+        }
+        let mapping = self.mapping(&spec.mapping, place);
+        if let (Some(mapping), Profile::AccessToken) = (&mapping, profile) {
+            for key in mapping.output_keys() {
+                if REGISTERED_CLAIMS.contains(&key) {
+                    self.error(
+                        at,
+                        &format!("{path}.mapping.{}", quote_key(key)),
+                        &format!(
+                            "`{key}` is set by baton on access tokens; the mapping may not produce it"
+                        ),
+                    );
+                }
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let audience = spec.audience.unwrap_or_else(|| match profile {
+            Profile::StateBacked => STATEBACKED_AUDIENCE.to_owned(),
+            Profile::AccessToken => spec.service.clone(),
+        });
+        Some(TokenProvider::new(
+            spec.service,
+            Arc::clone(key?),
+            mapping?,
+            ttl,
+            profile,
+            audience,
+            server.issuer.clone(),
+        ))
+    }
+
+    fn mapping(&mut self, mapping: &serde_json::Map<String, serde_json::Value>, place: &Place) -> Option<ClaimMapper> {
+        match ClaimMapper::compile(mapping) {
+            Ok(mapper) => Some(mapper),
+            Err(errors) => {
+                for e in errors {
+                    self.error(
+                        Some(place),
+                        &format!("{}.mapping.{}", place.path, e.key_path.join(".")),
+                        &e.reason,
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, spec: Option<&DurationSpec>, default: Duration, place: &Place, field: &str) -> Duration {
+        match spec {
+            None => default,
+            Some(DurationSpec::Seconds(s)) => Duration::from_secs(*s),
+            Some(DurationSpec::Text(text)) => parse_duration(text).unwrap_or_else(|e| {
+                self.error(Some(place), &format!("{}.{field}", place.path), &e);
+                default
+            }),
+        }
+    }
+
+    fn duplicates(&mut self, names: impl Iterator<Item = String>, section: &str, what: &str) {
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            if !seen.insert(name.clone()) {
+                self.error(None, section, &format!("two entries have the {what} {name:?}"));
+            }
+        }
+    }
+
+    fn duplicate_idps(&mut self, idps: &[(Arc<IdentityProvider>, Place)]) {
+        for (i, (idp, place)) in idps.iter().enumerate() {
+            if let Some((_, first)) = idps[..i]
+                .iter()
+                .find(|(other, _)| other.issuer == idp.issuer && other.audience == idp.audience)
+            {
+                self.error(
+                    Some(place),
+                    &place.path,
+                    &format!(
+                        "same issuer and audience as {}: a token could not tell them apart",
+                        first.path
+                    ),
+                );
+            }
+        }
+    }
+
+    fn resolve(&self, file: &str) -> PathBuf {
+        let file = Path::new(file);
+        if file.is_absolute() {
+            file.to_owned()
+        } else {
+            self.base_dir.join(file)
+        }
+    }
+
+    fn error(&mut self, place: Option<&Place>, path: &str, message: &str) {
+        self.error_at(place.map(|p| p.span.clone()), path.to_owned(), message.to_owned());
+    }
+
+    fn error_at(&mut self, span: Option<Range<usize>>, path: String, message: String) {
+        let position = span.map(|span| line_column(self.source, span.start));
+        self.errors.push(ConfigError {
+            position,
+            path,
+            message,
+        });
+    }
+}
+
+enum SecretFrom {
+    Env,
+    File,
+    Inline,
+}
+
+/// Reads a static IdP key: a PEM public key, a JWK, or else an HMAC secret's bytes.
+fn static_key(bytes: &[u8], algorithms: &[Algorithm]) -> Result<StaticKey, String> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.starts_with(b"-----BEGIN") {
+        if trimmed.windows(11).any(|w| w == b"PRIVATE KEY") {
+            return Err("this is a private key; give the IdP's public key".to_owned());
+        }
+        let family = algorithms
+            .iter()
+            .map(|a| a.family())
+            .find(|f| *f != AlgorithmFamily::Hmac)
+            .ok_or("an HMAC algorithm is never verified with a public key")?;
+        let key = match family {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(trimmed),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(trimmed),
+            _ => DecodingKey::from_ed_pem(trimmed),
+        }
+        .map_err(|e| format!("not a {family:?} public key in PEM: {e}"))?;
+        return Ok(StaticKey { family, key });
+    }
+    if trimmed.starts_with(b"{") {
+        let jwk: Jwk = serde_json::from_slice(trimmed).map_err(|e| format!("not a JWK: {e}"))?;
+        let family = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+            AlgorithmParameters::OctetKey(_) => AlgorithmFamily::Hmac,
+            _ => return Err("unsupported JWK key type".to_owned()),
+        };
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable JWK: {e}"))?;
+        return Ok(StaticKey { family, key });
+    }
+    if bytes.is_empty() {
+        return Err("the key is empty".to_owned());
+    }
+    Ok(StaticKey {
+        family: AlgorithmFamily::Hmac,
+        key: DecodingKey::from_secret(bytes),
+    })
+}
+
+/// Whether `service` matches `^[a-zA-Z0-9_-]{1,128}$`.
+pub fn valid_service(service: &str) -> bool {
+    (1..=128).contains(&service.len())
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn trim_trailing_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    bytes
+}
+
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.position {
+            write!(f, "{line}:{column}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.len();
+        writeln!(f, "{count} error{} in the configuration:", if count == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

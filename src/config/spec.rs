@@ -1,0 +1,88 @@
+//! The TOML file as written: plain structs, unknown keys rejected.
+//!
+//! These are parsed by serde and then validated into the runtime types of
+//! [`crate::config`]. Nothing here is trusted yet.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    pub org: Option<String>,
+    pub audience_base: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub service: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    pub listen: Option<String>,
+    pub token_env: Option<String>,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub id: String,
+    pub algorithm: String,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    /// Inline HMAC secret: only for demo configs (`baton check` warns).
+    pub secret: Option<String>,
+    pub private_key_file: Option<String>,
+    pub private_key_env: Option<String>,
+    /// Retired keys no longer sign, but their public halves stay published.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// One `[[idps]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpSpec {
+    pub name: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub discovery: bool,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    pub key_file: Option<String>,
+    pub leeway: Option<DurationSpec>,
+    pub mapping: Map<String, Value>,
+}
+
+/// One `[[token_providers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenProviderSpec {
+    pub service: String,
+    pub key: String,
+    pub mapping: Map<String, Value>,
+    pub ttl: Option<DurationSpec>,
+    pub profile: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// A duration: `"15m"`, `"1h30m"`, `"90s"`, `"250ms"`, or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationSpec {
+    Seconds(u64),
+    Text(String),
+}

@@ -1,0 +1,327 @@
+//! The pipeline: verify → IdP mapping → provider mapping → mint, behind a cache of minted
+//! tokens. No HTTP types: the proxy, `POST /tokens` and `baton explain` all call this.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::explain::Trace;
+use crate::idp::IdpSet;
+use crate::idp::jwks::{JwksCache, JwksError, JwksPolicy};
+use crate::idp::verify::{Verifier, VerifyError};
+pub use crate::mint::Minted;
+use crate::mint::{MintError, TokenProvider};
+
+/// Default bound on the minted-token cache.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
+
+/// Takes subject tokens, gives minted tokens.
+#[derive(Debug)]
+pub struct Exchanger {
+    pipeline: ArcSwap<Pipeline>,
+    minted: moka::future::Cache<[u8; 32], Arc<Minted>>,
+    verifier: Verifier,
+    clock: SharedClock,
+    generations: AtomicU64,
+    stats: CacheStats,
+}
+
+/// How to build an [`Exchanger`].
+#[derive(Debug, Clone)]
+pub struct ExchangerOptions {
+    /// Most minted tokens kept (default 100 000).
+    pub cache_capacity: u64,
+    /// JWKS fetching rules.
+    pub jwks: JwksPolicy,
+    /// The clock for `exp`/`nbf`/`iat` and minting.
+    pub clock: SharedClock,
+}
+
+/// Hits and misses of the minted-token cache.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: AtomicU64,
+    /// Lookups that ran the pipeline.
+    pub misses: AtomicU64,
+}
+
+/// One configuration's compiled pipeline.
+#[derive(Debug)]
+struct Pipeline {
+    generation: u64,
+    config: Arc<Config>,
+    idps: IdpSet,
+    providers: HashMap<String, Arc<TokenProvider>>,
+}
+
+/// A successful exchange.
+#[derive(Debug, Clone)]
+pub struct Exchanged {
+    /// The minted token (possibly from the cache).
+    pub minted: Arc<Minted>,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// Why an exchange failed. [`ExchangeError::stage`] names the stage.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// Minting failed (a key that cannot sign): baton's fault.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+    /// The subject token was refused.
+    #[error(transparent)]
+    Token(#[from] VerifyError),
+    /// No token provider has this service.
+    #[error("no token provider for service {0:?}")]
+    UnknownService(String),
+}
+
+/// Who is at fault for an [`ExchangeError`]; decides the HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller: a bad token, an unknown service (4xx).
+    Client,
+    /// The IdP: its keys cannot be had (503).
+    Upstream,
+    /// baton itself (500).
+    Internal,
+}
+
+// === impl Exchanger ===
+
+impl Exchanger {
+    /// Builds the pipeline for `config`.
+    pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, JwksError> {
+        let jwks = JwksCache::new(options.jwks)?;
+        let minted = moka::future::Cache::builder()
+            .max_capacity(options.cache_capacity)
+            .expire_after(MintedExpiry {
+                clock: Arc::clone(&options.clock),
+            })
+            .build();
+        Ok(Self {
+            pipeline: ArcSwap::from_pointee(Pipeline::new(config, 1)),
+            minted,
+            verifier: Verifier::new(jwks, Arc::clone(&options.clock)),
+            clock: options.clock,
+            generations: AtomicU64::new(1),
+            stats: CacheStats::default(),
+        })
+    }
+
+    /// Replaces the configuration atomically. Tokens minted under the old one are never
+    /// served again: cache keys carry the generation, and the cache is cleared.
+    pub fn reload(&self, config: Config) {
+        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
+        self.pipeline
+            .store(Arc::new(Pipeline::new(config, generation)));
+        self.minted.invalidate_all();
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.pipeline.load().config)
+    }
+
+    /// The generation of the configuration in force (1 for the first, +1 per reload).
+    pub fn generation(&self) -> u64 {
+        self.pipeline.load().generation
+    }
+
+    /// The JWKS cache (for readiness and metrics).
+    pub fn jwks(&self) -> &JwksCache {
+        self.verifier.jwks()
+    }
+
+    /// Cache hit and miss counts.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Exchanges `subject_token` for a token of `service`'s provider, from the cache when
+    /// the same token was exchanged for the same service under the same configuration.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        service: &str,
+    ) -> Result<Exchanged, ExchangeError> {
+        let pipeline = self.pipeline.load_full();
+        let key = cache_key(pipeline.generation, service, subject_token);
+        if let Some(minted) = self.minted.get(&key).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Exchanged {
+                minted,
+                cached: true,
+            });
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        // Concurrent misses for one key run the pipeline once.
+        let minted = self
+            .minted
+            .try_get_with(key, async {
+                let mut trace = Trace::off();
+                pipeline
+                    .run(&self.verifier, subject_token, service, self.clock.now_unix(), &mut trace)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(Exchanged {
+            minted,
+            cached: false,
+        })
+    }
+
+    /// Runs the pipeline without the cache, recording every step (`baton explain`).
+    pub async fn explain(
+        &self,
+        subject_token: &str,
+        service: &str,
+    ) -> (Result<Minted, ExchangeError>, Trace) {
+        let pipeline = self.pipeline.load_full();
+        let mut trace = Trace::recording();
+        let result = pipeline
+            .run(&self.verifier, subject_token, service, self.clock.now_unix(), &mut trace)
+            .await;
+        (result, trace)
+    }
+}
+
+// === impl Pipeline ===
+
+impl Pipeline {
+    fn new(config: Config, generation: u64) -> Self {
+        let idps = IdpSet::new(config.idps.clone());
+        let providers = config
+            .token_providers
+            .iter()
+            .map(|p| (p.service.clone(), Arc::clone(p)))
+            .collect();
+        Self {
+            generation,
+            config: Arc::new(config),
+            idps,
+            providers,
+        }
+    }
+
+    async fn run(
+        &self,
+        verifier: &Verifier,
+        subject_token: &str,
+        service: &str,
+        now: u64,
+        trace: &mut Trace,
+    ) -> Result<Minted, ExchangeError> {
+        let provider = self
+            .providers
+            .get(service)
+            .ok_or_else(|| ExchangeError::UnknownService(service.to_owned()));
+        trace.step("service", &provider, |p| {
+            format!("provider {} (key {})", p.service, p.key.id())
+        });
+        let provider = provider?;
+        let verified = verifier.verify(&self.idps, subject_token, trace).await?;
+        let intermediate = Value::Object(verified.idp.mapping.apply(&Value::Object(verified.claims)));
+        if let Value::Object(claims) = &intermediate {
+            trace.record_claims("intermediate claims (IdP mapping)", claims);
+        }
+        let claims = provider.map(&intermediate);
+        trace.record_claims("final claims (provider mapping)", &claims);
+        let idp_name: Arc<str> = Arc::from(verified.idp.name.as_str());
+        let minted = provider.mint(claims, verified.expires_at, now, idp_name);
+        trace.step("mint", &minted, |m| {
+            format!("exp {} ({} s from now)", m.expires_at, m.expires_in(now))
+        });
+        Ok(minted?)
+    }
+}
+
+// === impl ExchangeError ===
+
+impl ExchangeError {
+    /// The pipeline stage that failed.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Self::Mint(_) => "mint",
+            Self::UnknownService(_) => "service",
+            Self::Token(e) => match e {
+                VerifyError::Malformed(_) => "parse",
+                VerifyError::NoMatchingIdp | VerifyError::WrongAudience | VerifyError::WrongIssuer => {
+                    "select IdP"
+                }
+                VerifyError::AlgorithmNotAllowed { .. } | VerifyError::UnsupportedAlgorithm(_) => {
+                    "algorithm"
+                }
+                VerifyError::KeysUnavailable(_) | VerifyError::UnknownKey { .. } => "keys",
+                VerifyError::BadSignature => "signature",
+                _ => "time claims",
+            },
+        }
+    }
+
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Mint(_) => Fault::Internal,
+            Self::Token(VerifyError::KeysUnavailable(_)) => Fault::Upstream,
+            Self::Token(_) | Self::UnknownService(_) => Fault::Client,
+        }
+    }
+}
+
+/// SHA-256 over (generation, service, token): never the raw token as a key, and a new
+/// configuration never finds an old entry.
+fn cache_key(generation: u64, service: &str, token: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(generation.to_le_bytes());
+    hasher.update((service.len() as u64).to_le_bytes());
+    hasher.update(service.as_bytes());
+    hasher.update(token.as_bytes());
+    hasher.finalize().into()
+}
+
+/// A cached token is handed out for the first 80% of its life only, so a caller never
+/// gets one about to expire (the rest of its life, at least a fifth, is left to the caller).
+struct MintedExpiry {
+    clock: SharedClock,
+}
+
+impl moka::Expiry<[u8; 32], Arc<Minted>> for MintedExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        minted: &Arc<Minted>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let lifetime = minted.expires_at.saturating_sub(minted.issued_at);
+        let serve_until = minted.issued_at + lifetime * 4 / 5;
+        Some(Duration::from_secs(
+            serve_until.saturating_sub(self.clock.now_unix()),
+        ))
+    }
+}
+
+impl Default for ExchangerOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            jwks: JwksPolicy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! What `baton explain` shows: each pipeline step with its result, and the claims at each
+//! stage. A [`Trace`] that is off records nothing and costs a branch per step.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// A record of one run of the pipeline.
+#[derive(Debug, Default)]
+pub struct Trace {
+    enabled: bool,
+    steps: Vec<Step>,
+    claims: Vec<(&'static str, Map<String, Value>)>,
+}
+
+/// One step and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The step (`parse`, `select IdP`, `signature`, ...).
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What it found, or why it failed. Never a token or a secret.
+    pub detail: String,
+}
+
+// === impl Trace ===
+
+impl Trace {
+    /// A trace that records.
+    pub fn recording() -> Self {
+        Self {
+            enabled: true,
+            ..Self::default()
+        }
+    }
+
+    /// A trace that records nothing (the hot path).
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    /// Records a step's outcome; `describe` runs only when recording and the step passed.
+    pub fn step<T, E: fmt::Display>(
+        &mut self,
+        name: &'static str,
+        result: &Result<T, E>,
+        describe: impl FnOnce(&T) -> String,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let (passed, detail) = match result {
+            Ok(value) => (true, describe(value)),
+            Err(e) => (false, e.to_string()),
+        };
+        self.steps.push(Step {
+            name,
+            passed,
+            detail,
+        });
+    }
+
+    /// Records a set of claims under `label`.
+    pub fn record_claims(&mut self, label: &'static str, claims: &Map<String, Value>) {
+        if self.enabled {
+            self.claims.push((label, claims.clone()));
+        }
+    }
+
+    /// The steps recorded, in order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The claim sets recorded, in order.
+    pub fn claims(&self) -> &[(&'static str, Map<String, Value>)] {
+        &self.claims
+    }
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in &self.steps {
+            let mark = if step.passed { "ok  " } else { "FAIL" };
+            writeln!(f, "  [{mark}] {:<14} {}", step.name, step.detail)?;
+        }
+        for (label, claims) in &self.claims {
+            let pretty = serde_json::to_string_pretty(claims).map_err(|_| fmt::Error)?;
+            writeln!(f, "\n{label}:")?;
+            for line in pretty.lines() {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}

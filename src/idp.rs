@@ -1,0 +1,150 @@
+//! Identity providers: which tokens baton trusts, and how it picks the IdP for a token.
+
+pub mod jwks;
+pub mod verify;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+
+use crate::mapping::ClaimMapper;
+
+/// The clock skew allowed on `exp`, `nbf` and `iat` unless an IdP sets its own `leeway`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+
+/// A trusted identity provider, validated.
+#[derive(Debug)]
+pub struct IdentityProvider {
+    /// A name for logs and metrics (`name`, else the issuer, else the audience).
+    pub name: String,
+    /// `iss` must equal this exactly, when set.
+    pub issuer: Option<String>,
+    /// `aud` (a string or an array) must contain this, when set.
+    pub audience: Option<String>,
+    /// The `alg` values accepted. Never `none`; HMAC only with a static secret.
+    pub algorithms: Vec<Algorithm>,
+    /// Where the verification keys come from.
+    pub keys: KeySource,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// Verified claims → intermediate claims.
+    pub mapping: ClaimMapper,
+}
+
+/// Where an IdP's verification keys come from: exactly one source.
+#[derive(Debug)]
+pub enum KeySource {
+    /// OIDC discovery at `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
+    /// A JWKS document at this URL.
+    JwksUrl(String),
+    /// A key given in the config.
+    Static(StaticKey),
+}
+
+/// A verification key given in the config: an HMAC secret or a public key.
+pub struct StaticKey {
+    /// The key family, which the IdP's algorithms must all belong to.
+    pub family: AlgorithmFamily,
+    /// The key.
+    pub key: DecodingKey,
+}
+
+/// Why no IdP was selected for a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoMatch {
+    /// An IdP has this token's issuer but wants an audience the token does not carry.
+    WrongAudience,
+    /// An IdP wants an audience the token carries, but a different issuer.
+    WrongIssuer,
+    /// Neither the issuer nor any audience is one baton knows.
+    Unknown,
+}
+
+/// The configured IdPs, in selection order.
+#[derive(Clone, Debug, Default)]
+pub struct IdpSet {
+    // Most specific first: issuer and audience, then issuer only, then audience only.
+    ordered: Vec<Arc<IdentityProvider>>,
+}
+
+// === impl IdentityProvider ===
+
+impl IdentityProvider {
+    /// Whether a token with this `iss` and these audiences is this IdP's.
+    pub fn matches(&self, issuer: Option<&str>, audiences: &[&str]) -> bool {
+        let issuer_ok = self
+            .issuer
+            .as_deref()
+            .is_none_or(|want| issuer == Some(want));
+        let audience_ok = self
+            .audience
+            .as_deref()
+            .is_none_or(|want| audiences.contains(&want));
+        issuer_ok && audience_ok
+    }
+
+    fn specificity(&self) -> u8 {
+        match (&self.issuer, &self.audience) {
+            (Some(_), Some(_)) => 0,
+            (Some(_), None) => 1,
+            _ => 2,
+        }
+    }
+}
+
+// === impl IdpSet ===
+
+impl IdpSet {
+    /// Orders `idps` for selection; config order breaks ties.
+    pub fn new(idps: Vec<Arc<IdentityProvider>>) -> Self {
+        let mut ordered = idps;
+        ordered.sort_by_key(|idp| idp.specificity());
+        Self { ordered }
+    }
+
+    /// The most specific IdP matching the (unverified) `iss` and `aud`.
+    pub fn select(
+        &self,
+        issuer: Option<&str>,
+        audiences: &[&str],
+    ) -> Result<&Arc<IdentityProvider>, NoMatch> {
+        if let Some(idp) = self.ordered.iter().find(|idp| idp.matches(issuer, audiences)) {
+            return Ok(idp);
+        }
+        let issuer_known = self
+            .ordered
+            .iter()
+            .any(|idp| idp.issuer.is_some() && idp.issuer.as_deref() == issuer);
+        let audience_known = self.ordered.iter().any(|idp| {
+            idp.audience
+                .as_deref()
+                .is_some_and(|aud| audiences.contains(&aud))
+        });
+        Err(if issuer_known {
+            NoMatch::WrongAudience
+        } else if audience_known {
+            NoMatch::WrongIssuer
+        } else {
+            NoMatch::Unknown
+        })
+    }
+
+    /// The IdPs, most specific first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<IdentityProvider>> {
+        self.ordered.iter()
+    }
+}
+
+impl fmt::Debug for StaticKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticKey")
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,579 @@
+//! JWKS: fetching, parsing and caching an IdP's public keys.
+//!
+//! One [`JwksCache`] serves every IdP. Per URL it keeps the last good [`KeySet`]:
+//! - fresh for the response's `Cache-Control: max-age`, clamped to [1 min, 24 h]
+//!   (10 min when absent), and refreshed in the background once 80% of that has passed;
+//! - a token whose `kid` is unknown triggers one refetch at a time per URL, and at most
+//!   one every 30 s, so a flood of made-up kids costs one request to the IdP;
+//! - a failed fetch keeps serving the last good set (stale-if-error) for up to 24 h;
+//! - keys that cannot be parsed, that are not for signatures, or that are symmetric are
+//!   skipped, never fatal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::algorithm;
+
+/// How long a key set is fresh when the response says nothing.
+pub const DEFAULT_JWKS_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Timeouts, size caps and refresh rules for fetching key sets.
+#[derive(Clone, Debug)]
+pub struct JwksPolicy {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, body included.
+    pub request_timeout: Duration,
+    /// The largest JWKS or discovery document read, in bytes.
+    pub max_body_bytes: usize,
+    /// Lower bound on a key set's freshness, whatever `max-age` says.
+    pub min_ttl: Duration,
+    /// Upper bound on a key set's freshness.
+    pub max_ttl: Duration,
+    /// Freshness when the response has no `max-age`.
+    pub default_ttl: Duration,
+    /// Least time between two refetches triggered by unknown `kid`s, per URL.
+    pub unknown_kid_interval: Duration,
+    /// How long after a failed fetch the next synchronous attempt waits (stale served meanwhile).
+    pub retry_interval: Duration,
+    /// How long the last good set is served while fetches fail.
+    pub stale_limit: Duration,
+}
+
+/// The verification keys of one JWKS document.
+#[derive(Debug)]
+pub struct KeySet {
+    keys: Vec<VerificationKey>,
+    skipped: usize,
+    fetched_at: Instant,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// One usable public key from a JWKS.
+#[derive(Debug)]
+pub struct VerificationKey {
+    /// `kid`, when the JWKS gives one.
+    pub kid: Option<String>,
+    alg: Option<Algorithm>,
+    family: AlgorithmFamily,
+    curve: Option<EllipticCurve>,
+    key: DecodingKey,
+}
+
+/// Why keys could not be had.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The discovery document names another issuer than the one configured.
+    #[error("discovery at {url} names issuer {found:?}, not the configured {expected:?}")]
+    DiscoveryIssuerMismatch {
+        /// The discovery URL.
+        url: String,
+        /// The configured issuer.
+        expected: String,
+        /// The `issuer` in the document.
+        found: String,
+    },
+    /// The document could not be fetched or read.
+    #[error("fetching {url} failed: {reason}")]
+    Fetch {
+        /// The URL fetched.
+        url: String,
+        /// What went wrong (never includes a token).
+        reason: String,
+    },
+}
+
+/// Counters of fetches, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct JwksStats {
+    /// Successful JWKS fetches.
+    pub fetched: AtomicU64,
+    /// Failed JWKS fetches.
+    pub failed: AtomicU64,
+}
+
+/// The shared JWKS and discovery cache.
+#[derive(Clone, Debug)]
+pub struct JwksCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: reqwest::Client,
+    policy: JwksPolicy,
+    sets: moka::sync::Cache<String, Arc<Entry>>,
+    discovered: moka::future::Cache<String, Arc<str>>,
+    stats: JwksStats,
+}
+
+#[derive(Debug)]
+struct Entry {
+    url: String,
+    current: ArcSwapOption<KeySet>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    last_kid_refetch: parking_lot::Mutex<Option<Instant>>,
+    last_failure: parking_lot::Mutex<Option<Instant>>,
+    background_refresh: AtomicBool,
+}
+
+#[derive(Deserialize)]
+struct JwksDocument {
+    keys: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+// === impl JwksPolicy ===
+
+impl Default for JwksPolicy {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_body_bytes: 512 * 1024,
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(24 * 3600),
+            default_ttl: DEFAULT_JWKS_TTL,
+            unknown_kid_interval: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(5),
+            stale_limit: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+// === impl JwksCache ===
+
+impl JwksCache {
+    /// A cache fetching with `policy`.
+    pub fn new(policy: JwksPolicy) -> Result<Self, JwksError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.request_timeout)
+            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| JwksError::Fetch {
+                url: String::new(),
+                reason: format!("HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                sets: moka::sync::Cache::builder()
+                    .max_capacity(1024)
+                    .time_to_idle(policy.stale_limit)
+                    .build(),
+                discovered: moka::future::Cache::builder()
+                    .max_capacity(1024)
+                    .time_to_live(Duration::from_secs(3600))
+                    .build(),
+                policy,
+                stats: JwksStats::default(),
+            }),
+        })
+    }
+
+    /// Fetch counters.
+    pub fn stats(&self) -> &JwksStats {
+        &self.inner.stats
+    }
+
+    /// The JWKS URL of `issuer`, by OIDC discovery (cached for an hour).
+    pub async fn discover(&self, issuer: &str) -> Result<Arc<str>, JwksError> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .discovered
+            .try_get_with(issuer.to_owned(), async move {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let body = inner.fetch_body(&url).await?.0;
+                let doc: DiscoveryDocument =
+                    serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
+                        url: url.clone(),
+                        reason: format!("not a discovery document: {e}"),
+                    })?;
+                if doc.issuer != issuer {
+                    return Err(JwksError::DiscoveryIssuerMismatch {
+                        url,
+                        expected: issuer.to_owned(),
+                        found: doc.issuer,
+                    });
+                }
+                Ok(Arc::from(doc.jwks_uri))
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// The key set at `url`, with a key for (`kid`, `alg`) if the IdP has one.
+    ///
+    /// When no key fits, this refetches at most once (single-flight, rate-limited) before
+    /// answering with the set it has; the caller then reports the unknown key.
+    pub async fn key_set(
+        &self,
+        url: &str,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<KeySet>, JwksError> {
+        let entry = self.inner.sets.get_with_by_ref(url, || {
+            Arc::new(Entry {
+                url: url.to_owned(),
+                current: ArcSwapOption::empty(),
+                fetch_lock: tokio::sync::Mutex::new(()),
+                last_kid_refetch: parking_lot::Mutex::new(None),
+                last_failure: parking_lot::Mutex::new(None),
+                background_refresh: AtomicBool::new(false),
+            })
+        });
+        let set = self.current_set(&entry).await?;
+        if set.find(kid, alg).next().is_some() {
+            return Ok(set);
+        }
+        Ok(self.refetch_for_unknown_kid(&entry, set).await)
+    }
+
+    /// The usable set for `entry`: fetched if there is none, refreshed if expired,
+    /// refreshed in the background if it is due.
+    async fn current_set(&self, entry: &Arc<Entry>) -> Result<Arc<KeySet>, JwksError> {
+        let policy = &self.inner.policy;
+        let seen = entry.current.load_full();
+        let now = Instant::now();
+        match &seen {
+            Some(set) if now < set.refresh_at => return Ok(Arc::clone(set)),
+            Some(set) if now < set.expires_at => {
+                self.spawn_background_refresh(entry);
+                return Ok(Arc::clone(set));
+            }
+            Some(set) if entry.failed_within(policy.retry_interval) => {
+                return self.stale_or(set, entry);
+            }
+            _ => {}
+        }
+        let _flight = entry.fetch_lock.lock().await;
+        let current = entry.current.load_full();
+        if let Some(set) = &current
+            && !same(&seen, &current)
+        {
+            // Another request fetched while this one waited.
+            return Ok(Arc::clone(set));
+        }
+        match self.inner.fetch_into(entry).await {
+            Ok(set) => Ok(set),
+            Err(e) => match &current {
+                Some(set) => self.stale_or(set, entry),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Serves `set` past its freshness if it is within the stale limit.
+    fn stale_or(&self, set: &Arc<KeySet>, entry: &Entry) -> Result<Arc<KeySet>, JwksError> {
+        if set.fetched_at.elapsed() < self.inner.policy.stale_limit {
+            Ok(Arc::clone(set))
+        } else {
+            Err(JwksError::Fetch {
+                url: entry.url.clone(),
+                reason: "no key set fetched within the stale limit".to_owned(),
+            })
+        }
+    }
+
+    async fn refetch_for_unknown_kid(&self, entry: &Arc<Entry>, seen: Arc<KeySet>) -> Arc<KeySet> {
+        let _flight = entry.fetch_lock.lock().await;
+        if let Some(current) = entry.current.load_full()
+            && !Arc::ptr_eq(&current, &seen)
+        {
+            // Someone refetched while this request waited: that is this request's refetch.
+            return current;
+        }
+        {
+            let mut last = entry.last_kid_refetch.lock();
+            if last.is_some_and(|at| at.elapsed() < self.inner.policy.unknown_kid_interval) {
+                return seen;
+            }
+            *last = Some(Instant::now());
+        }
+        self.inner.fetch_into(entry).await.unwrap_or(seen)
+    }
+
+    fn spawn_background_refresh(&self, entry: &Arc<Entry>) {
+        if entry.background_refresh.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let entry = Arc::clone(entry);
+        tokio::spawn(async move {
+            {
+                let _flight = entry.fetch_lock.lock().await;
+                // Failure keeps the current set; the next due request tries again.
+                let _ = inner.fetch_into(&entry).await;
+            }
+            entry.background_refresh.store(false, Ordering::Release);
+        });
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// Fetches `entry`'s URL, stores the new set, and returns it. Call under `fetch_lock`.
+    async fn fetch_into(&self, entry: &Entry) -> Result<Arc<KeySet>, JwksError> {
+        match self.fetch_key_set(&entry.url).await {
+            Ok(set) => {
+                self.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                let set = Arc::new(set);
+                entry.current.store(Some(Arc::clone(&set)));
+                *entry.last_failure.lock() = None;
+                if set.skipped > 0 {
+                    tracing::debug!(url = %entry.url, skipped = set.skipped, "JWKS keys skipped");
+                }
+                Ok(set)
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                *entry.last_failure.lock() = Some(Instant::now());
+                tracing::warn!(error = %e, "JWKS fetch failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_key_set(&self, url: &str) -> Result<KeySet, JwksError> {
+        let (body, max_age) = self.fetch_body(url).await?;
+        let doc: JwksDocument = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
+            url: url.to_owned(),
+            reason: format!("not a JWKS document: {e}"),
+        })?;
+        let total = doc.keys.len();
+        let keys: Vec<VerificationKey> = doc
+            .keys
+            .into_iter()
+            .filter_map(VerificationKey::from_json)
+            .collect();
+        let policy = &self.policy;
+        let ttl = max_age
+            .unwrap_or(policy.default_ttl)
+            .clamp(policy.min_ttl, policy.max_ttl);
+        let fetched_at = Instant::now();
+        Ok(KeySet {
+            skipped: total - keys.len(),
+            keys,
+            fetched_at,
+            refresh_at: fetched_at + ttl.mul_f64(0.8),
+            expires_at: fetched_at + ttl,
+        })
+    }
+
+    /// GETs `url`, insisting on a 2xx and a body under the cap. Returns the body and the
+    /// response's `max-age`.
+    async fn fetch_body(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
+        let fail = |reason: String| JwksError::Fetch {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| fail(describe_reqwest(&e)))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("HTTP status {}", response.status())));
+        }
+        let cap = self.policy.max_body_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len > cap as u64)
+        {
+            return Err(fail(format!("body larger than {cap} bytes")));
+        }
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fail(describe_reqwest(&e)))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(fail(format!("body larger than {cap} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, max_age))
+    }
+}
+
+// === impl Entry ===
+
+impl Entry {
+    fn failed_within(&self, interval: Duration) -> bool {
+        self.last_failure
+            .lock()
+            .is_some_and(|at| at.elapsed() < interval)
+    }
+}
+
+// === impl KeySet ===
+
+impl KeySet {
+    /// The keys that may verify a token with this `kid` and `alg`.
+    ///
+    /// A token with a `kid` matches only keys with that `kid`; one without matches every key
+    /// that fits the algorithm.
+    pub fn find<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
+        self.keys.iter().filter(move |key| {
+            let kid_ok = match kid {
+                Some(kid) => key.kid.as_deref() == Some(kid),
+                None => true,
+            };
+            kid_ok && key.fits(alg)
+        })
+    }
+
+    /// How many keys the set holds (usable ones only).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set has no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// How many keys in the document were skipped as unusable.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+}
+
+// === impl VerificationKey ===
+
+impl VerificationKey {
+    /// Parses one JWK, or `None` when it is unusable for verifying signatures.
+    fn from_json(value: Value) -> Option<Self> {
+        let jwk: Jwk = serde_json::from_value(value).ok()?;
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return None;
+        }
+        let (family, curve) = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => (AlgorithmFamily::Rsa, None),
+            AlgorithmParameters::EllipticCurve(ec) => (AlgorithmFamily::Ec, Some(ec.curve.clone())),
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                (AlgorithmFamily::Ed, Some(EllipticCurve::Ed25519))
+            }
+            // Symmetric keys are never taken from a JWKS: HMAC against a published key
+            // would let anyone who can read the JWKS sign tokens.
+            _ => return None,
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(key_alg) => Some(algorithm::parse(&key_alg.to_string()).ok()?),
+        };
+        if alg.is_some_and(|alg| alg.family() != family) {
+            return None;
+        }
+        let key = DecodingKey::from_jwk(&jwk).ok()?;
+        Some(Self {
+            kid: jwk.common.key_id,
+            alg,
+            family,
+            curve,
+            key,
+        })
+    }
+
+    /// Whether this key may verify `alg`: its `kty` (and curve) fit, and its `alg`, when
+    /// set, is `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        if self.alg.is_some_and(|own| own != alg) || alg.family() != self.family {
+            return false;
+        }
+        match alg {
+            Algorithm::ES256 => self.curve == Some(EllipticCurve::P256),
+            Algorithm::ES384 => self.curve == Some(EllipticCurve::P384),
+            _ => true,
+        }
+    }
+
+    /// The key.
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.key
+    }
+}
+
+fn same(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// `max-age` from a `Cache-Control` value; `no-store`/`no-cache` count as zero (then
+/// clamped up to the minimum).
+fn max_age(cache_control: &str) -> Option<Duration> {
+    for directive in cache_control.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(seconds) = lower.strip_prefix("max-age=") {
+            return seconds.trim_matches('"').parse().ok().map(Duration::from_secs);
+        }
+    }
+    None
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        // reqwest errors name the URL, never a token (baton never puts tokens in URLs).
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_age;
+    use std::time::Duration;
+
+    #[test]
+    fn reads_max_age() {
+        assert_eq!(max_age("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

@@ -1,0 +1,278 @@
+//! Verifying a subject token: select the IdP, check the header, the key, the signature and
+//! the time claims.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::{Map, Value};
+
+use super::jwks::{JwksCache, JwksError};
+use super::{IdentityProvider, IdpSet, KeySource, NoMatch};
+use crate::algorithm;
+use crate::clock::SharedClock;
+use crate::explain::Trace;
+use crate::token::{MalformedToken, UnverifiedToken};
+
+/// Verifies subject tokens against a set of IdPs.
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    jwks: JwksCache,
+    clock: SharedClock,
+}
+
+/// A token that passed every check.
+#[derive(Debug)]
+pub struct Verified {
+    /// The IdP that vouched for it.
+    pub idp: Arc<IdentityProvider>,
+    /// Its claims.
+    pub claims: Map<String, Value>,
+    /// Its `exp`, in Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Why a subject token was refused. Each variant names the stage that failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// `alg` is not in the IdP's allow-list (or is HMAC against a non-secret key).
+    #[error("algorithm {alg} is not allowed for IdP {idp}")]
+    AlgorithmNotAllowed {
+        /// The header's `alg`.
+        alg: String,
+        /// The IdP.
+        idp: String,
+    },
+    /// The signature does not verify.
+    #[error("the signature does not verify")]
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    #[error("the token expired at {exp} (now {now})")]
+    Expired {
+        /// The token's `exp`.
+        exp: u64,
+        /// The time of the check.
+        now: u64,
+    },
+    /// `iat` is in the future (beyond the leeway).
+    #[error("the token is issued in the future ({iat}, now {now})")]
+    IssuedInFuture {
+        /// The token's `iat`.
+        iat: u64,
+        /// The time of the check.
+        now: u64,
+    },
+    /// A time claim is present but not a number.
+    #[error("the `{0}` claim is not a number")]
+    InvalidTimeClaim(&'static str),
+    /// The IdP's keys could not be fetched.
+    #[error("the IdP's keys are unavailable: {0}")]
+    KeysUnavailable(JwksError),
+    /// The token could not be parsed.
+    #[error("malformed token: {0}")]
+    Malformed(#[from] MalformedToken),
+    /// The token has no `exp`; baton refuses tokens that never expire.
+    #[error("the token has no `exp` claim")]
+    MissingExpiry,
+    /// No IdP has this token's issuer and audience.
+    #[error("no IdP matches the token's issuer and audience")]
+    NoMatchingIdp,
+    /// `alg` is `none` (or another non-signature).
+    #[error("algorithm {0:?} is not a signature algorithm baton accepts")]
+    UnsupportedAlgorithm(String),
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("the token is not valid before {nbf} (now {now})")]
+    NotYetValid {
+        /// The token's `nbf`.
+        nbf: u64,
+        /// The time of the check.
+        now: u64,
+    },
+    /// The IdP has no key with the token's `kid` that fits its `alg`.
+    #[error("the IdP has no key {kid:?} for {alg}")]
+    UnknownKey {
+        /// The header's `kid`.
+        kid: Option<String>,
+        /// The header's `alg`.
+        alg: String,
+    },
+    /// An IdP has the token's audience but another issuer.
+    #[error("the token's issuer is not the one its audience's IdP has")]
+    WrongIssuer,
+    /// An IdP has the token's issuer but an audience the token lacks.
+    #[error("the token's audience is not the one its issuer's IdP requires")]
+    WrongAudience,
+}
+
+// === impl Verifier ===
+
+impl Verifier {
+    /// A verifier fetching keys through `jwks` and reading time from `clock`.
+    pub fn new(jwks: JwksCache, clock: SharedClock) -> Self {
+        Self { jwks, clock }
+    }
+
+    /// The JWKS cache.
+    pub fn jwks(&self) -> &JwksCache {
+        &self.jwks
+    }
+
+    /// Verifies `token` against `idps`, recording each step in `trace`.
+    pub async fn verify(
+        &self,
+        idps: &IdpSet,
+        token: &str,
+        trace: &mut Trace,
+    ) -> Result<Verified, VerifyError> {
+        let parsed = UnverifiedToken::parse(token);
+        trace.step("parse", &parsed, |t| {
+            format!("alg {}, kid {:?}", t.header.alg, t.header.kid)
+        });
+        let parsed = parsed?;
+        trace.record_claims("token claims", &parsed.claims);
+
+        let selected = idps
+            .select(parsed.issuer(), &parsed.audiences())
+            .map_err(|no_match| match no_match {
+                NoMatch::WrongAudience => VerifyError::WrongAudience,
+                NoMatch::WrongIssuer => VerifyError::WrongIssuer,
+                NoMatch::Unknown => VerifyError::NoMatchingIdp,
+            });
+        trace.step("select IdP", &selected, |idp| format!("IdP {}", idp.name));
+        let idp = selected?;
+
+        let alg = check_algorithm(idp, &parsed.header.alg);
+        trace.step("algorithm", &alg, |alg| {
+            format!("{} is allowed", algorithm::name(*alg))
+        });
+        let alg = alg?;
+
+        let verified = self.check_signature(idp, &parsed, alg).await;
+        trace.step("signature", &verified, |()| "valid".to_owned());
+        verified?;
+
+        let times = check_times(idp, &parsed.claims, self.clock.now_unix());
+        trace.step("time claims", &times, |exp| format!("exp {exp} ok"));
+        let expires_at = times?;
+
+        Ok(Verified {
+            idp: Arc::clone(idp),
+            claims: parsed.claims,
+            expires_at,
+        })
+    }
+
+    async fn check_signature(
+        &self,
+        idp: &IdentityProvider,
+        token: &UnverifiedToken<'_>,
+        alg: Algorithm,
+    ) -> Result<(), VerifyError> {
+        let kid = token.header.kid.as_deref();
+        let jwks_url: Arc<str> = match &idp.keys {
+            KeySource::Static(key) => {
+                return verify_with(&key.key, token, alg);
+            }
+            KeySource::JwksUrl(url) => Arc::from(url.as_str()),
+            KeySource::Discovery => {
+                // Validation guarantees a discovery IdP has an issuer.
+                let issuer = idp.issuer.as_deref().unwrap_or_default();
+                self.jwks
+                    .discover(issuer)
+                    .await
+                    .map_err(VerifyError::KeysUnavailable)?
+            }
+        };
+        let set = self
+            .jwks
+            .key_set(&jwks_url, kid, alg)
+            .await
+            .map_err(VerifyError::KeysUnavailable)?;
+        let mut candidates = set.find(kid, alg).peekable();
+        if candidates.peek().is_none() {
+            return Err(VerifyError::UnknownKey {
+                kid: kid.map(str::to_owned),
+                alg: algorithm::name(alg).to_owned(),
+            });
+        }
+        // Without a `kid` several keys may fit; any one verifying is enough.
+        if candidates.any(|key| verify_with(key.decoding_key(), token, alg).is_ok()) {
+            Ok(())
+        } else {
+            Err(VerifyError::BadSignature)
+        }
+    }
+}
+
+/// The header's `alg`, if the IdP allows it and it can be used with the IdP's keys.
+fn check_algorithm(idp: &IdentityProvider, alg: &str) -> Result<Algorithm, VerifyError> {
+    let parsed =
+        algorithm::parse(alg).map_err(|_| VerifyError::UnsupportedAlgorithm(alg.to_owned()))?;
+    let not_allowed = || VerifyError::AlgorithmNotAllowed {
+        alg: alg.to_owned(),
+        idp: idp.name.clone(),
+    };
+    if !idp.algorithms.contains(&parsed) {
+        return Err(not_allowed());
+    }
+    // Belt and braces: validation already refuses HMAC with a JWKS or a public key.
+    let key_is_secret = matches!(&idp.keys, KeySource::Static(k) if k.family == AlgorithmFamily::Hmac);
+    if algorithm::is_hmac(parsed) != key_is_secret {
+        return Err(not_allowed());
+    }
+    Ok(parsed)
+}
+
+fn verify_with(
+    key: &DecodingKey,
+    token: &UnverifiedToken<'_>,
+    alg: Algorithm,
+) -> Result<(), VerifyError> {
+    if key.family() != alg.family() {
+        return Err(VerifyError::BadSignature);
+    }
+    match jsonwebtoken::crypto::verify(token.signature, token.signing_input.as_bytes(), key, alg) {
+        Ok(true) => Ok(()),
+        _ => Err(VerifyError::BadSignature),
+    }
+}
+
+/// Checks `exp` (required), `nbf` and `iat` with the IdP's leeway; returns `exp`.
+fn check_times(
+    idp: &IdentityProvider,
+    claims: &Map<String, Value>,
+    now: u64,
+) -> Result<u64, VerifyError> {
+    let leeway = idp.leeway.as_secs();
+    let exp = time_claim(claims, "exp")?.ok_or(VerifyError::MissingExpiry)?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(VerifyError::Expired { exp, now });
+    }
+    if let Some(nbf) = time_claim(claims, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(VerifyError::NotYetValid { nbf, now });
+    }
+    if let Some(iat) = time_claim(claims, "iat")?
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(VerifyError::IssuedInFuture { iat, now });
+    }
+    Ok(exp)
+}
+
+/// A NumericDate claim (RFC 7519 §2: may be fractional), floored to whole seconds.
+fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, VerifyError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => match value.as_u64() {
+            Some(seconds) => Ok(Some(seconds)),
+            None => match value.as_f64() {
+                // Truncation is the intent: NumericDate seconds, fractions dropped.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Some(seconds as u64)),
+                _ => Err(VerifyError::InvalidTimeClaim(name)),
+            },
+        },
+    }
+}

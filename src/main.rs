@@ -1,0 +1,226 @@
+//! The `baton` command: `check`, `explain`, `keys generate`.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use baton::clock::{FixedClock, SharedClock, SystemClock};
+use baton::config::Config;
+use baton::exchange::{Exchanger, ExchangerOptions};
+use clap::{Parser, Subcommand};
+
+/// baton: verify any IdP's token, map its claims, mint your own.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file: print every error, or a summary of what it loads.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show how a token would be exchanged: the IdP, each check, the claims at each stage.
+    Explain {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The subject token, or `-` to read it from standard input (keeps it out of `ps`).
+        #[arg(long)]
+        token: String,
+        /// The service whose provider mints (default: `[proxy] service`).
+        #[arg(long)]
+        service: Option<String>,
+        /// Check times as of this Unix second instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new key id and HMAC secret, or write a new PEM private key.
+    Generate {
+        /// HS256, HS384, HS512, RS256, PS256, ES256, ES384 or EdDSA.
+        #[arg(long)]
+        alg: String,
+        /// Where to write the PEM (asymmetric keys). Default: standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            token,
+            service,
+            at,
+        } => explain(&config, &token, service, at),
+        Command::Keys {
+            command: KeysCommand::Generate { alg, out },
+        } => generate(&alg, out),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: ok", path.display());
+            println!("  keys: {}", config.keys.len());
+            for key in &config.keys {
+                let state = if key.is_retired() { " (retired)" } else { "" };
+                println!("    {} {:?}{state}", key.id(), key.algorithm());
+            }
+            println!("  idps: {}", config.idps.len());
+            for idp in &config.idps {
+                println!(
+                    "    {} (issuer {:?}, audience {:?}, {:?})",
+                    idp.name, idp.issuer, idp.audience, idp.algorithms
+                );
+            }
+            println!("  token providers: {}", config.token_providers.len());
+            for p in &config.token_providers {
+                println!(
+                    "    {} (key {}, {:?}, ttl {}s)",
+                    p.service,
+                    p.key.id(),
+                    p.profile,
+                    p.ttl.as_secs()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{}: {errors}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(path: &std::path::Path, token: &str, service: Option<String>, at: Option<u64>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{}: {errors}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = if token == "-" {
+        let mut read = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut read) {
+            eprintln!("cannot read the token from standard input: {e}");
+            return ExitCode::FAILURE;
+        }
+        read.trim().to_owned()
+    } else {
+        token.trim().to_owned()
+    };
+    let Some(service) = service.or_else(|| config.proxy.service.clone()) else {
+        eprintln!("no --service given and no [proxy] service in the config");
+        return ExitCode::FAILURE;
+    };
+    let clock: SharedClock = match at {
+        Some(at) => Arc::new(FixedClock(at)),
+        None => Arc::new(SystemClock),
+    };
+    let options = ExchangerOptions {
+        clock,
+        ..ExchangerOptions::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let exchanger = match Exchanger::new(config, options) {
+        Ok(exchanger) => exchanger,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (result, trace) = runtime.block_on(exchanger.explain(&token, &service));
+    println!("service {service}:");
+    print!("{trace}");
+    match result {
+        Ok(minted) => {
+            println!("\nresult: accepted; a token would be minted, expiring at {}", minted.expires_at);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("\nresult: refused at stage `{}`: {e}", e.stage());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate(alg: &str, out: Option<PathBuf>) -> ExitCode {
+    let alg = match baton::algorithm::parse(alg) {
+        Ok(alg) => alg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = match baton::keygen::generate(alg) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let material = String::from_utf8_lossy(key.material.expose()).into_owned();
+    if baton::algorithm::is_hmac(alg) {
+        // Printing is the point of this command: the operator stores the secret.
+        println!("key id: {}", key.id);
+        println!("secret: {material}");
+        return ExitCode::SUCCESS;
+    }
+    match out {
+        Some(path) => {
+            if let Err(e) = write_private(&path, material.as_bytes()) {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            println!("key id: {}", key.id);
+            println!("private key ({}) written to {}", baton::algorithm::name(alg), path.display());
+        }
+        None => {
+            eprintln!("key id: {}", key.id);
+            print!("{material}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}

@@ -1,0 +1,192 @@
+//! Minting baton's own tokens.
+
+pub mod keys;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::algorithm;
+use crate::mapping::ClaimMapper;
+use crate::token::b64url;
+use keys::{KeyError, SigningKey};
+
+/// A minted token lives this long unless its provider sets `ttl`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+/// The `aud` of `statebacked` tokens unless the provider sets `audience`.
+pub const STATEBACKED_AUDIENCE: &str = "https://api.statebacked.dev/";
+
+/// Claims baton sets itself, which an `access_token` mapping may not produce.
+pub const REGISTERED_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
+
+/// The shape of a minted token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// State Backed's format: header `{alg, kid}`, payload `{act, aud, iss, iat, exp}` where
+    /// `act` holds the mapped claims.
+    StateBacked,
+    /// RFC 9068 access token: `typ: at+jwt`, mapped claims at the top level with `iss`,
+    /// `aud`, `iat`, `exp`, `jti`.
+    AccessToken,
+}
+
+/// A token provider: a service name, a key, a mapping, a lifetime and a profile.
+pub struct TokenProvider {
+    /// The service name (`^[a-zA-Z0-9_-]{1,128}$`).
+    pub service: String,
+    /// The key it signs with.
+    pub key: Arc<SigningKey>,
+    /// Intermediate claims → the new token's claims.
+    pub mapping: ClaimMapper,
+    /// Lifetime of minted tokens (capped by the subject token's `exp`).
+    pub ttl: Duration,
+    /// Token format.
+    pub profile: Profile,
+    /// `aud` of minted tokens.
+    pub audience: String,
+    /// `iss` of minted tokens (`[server] issuer`).
+    pub issuer: String,
+    encoded_header: String,
+}
+
+/// A token baton minted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Minted {
+    /// The compact JWS.
+    pub token: String,
+    /// `iat`.
+    pub issued_at: u64,
+    /// `exp`.
+    pub expires_at: u64,
+    /// The IdP that vouched for the subject token (for logs).
+    pub idp: Arc<str>,
+}
+
+/// Minting failed: baton's own fault (a key that cannot sign), never the caller's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("minting failed: {0}")]
+pub struct MintError(String);
+
+// === impl TokenProvider ===
+
+impl TokenProvider {
+    /// Builds a provider, pre-encoding its JOSE header.
+    pub fn new(
+        service: String,
+        key: Arc<SigningKey>,
+        mapping: ClaimMapper,
+        ttl: Duration,
+        profile: Profile,
+        audience: String,
+        issuer: String,
+    ) -> Self {
+        let alg = algorithm::name(key.algorithm());
+        let header = match profile {
+            Profile::StateBacked => json!({ "alg": alg, "kid": key.id() }),
+            Profile::AccessToken => json!({ "alg": alg, "kid": key.id(), "typ": "at+jwt" }),
+        };
+        let encoded_header = b64url(header.to_string().as_bytes());
+        Self {
+            service,
+            key,
+            mapping,
+            ttl,
+            profile,
+            audience,
+            issuer,
+            encoded_header,
+        }
+    }
+
+    /// The claims of the token to mint from the intermediate claims.
+    pub fn map(&self, intermediate: &Value) -> Map<String, Value> {
+        self.mapping.apply(intermediate)
+    }
+
+    /// Signs `claims` into a token issued at `now`, expiring at `now + ttl` or at
+    /// `subject_expires_at`, whichever is earlier.
+    pub fn mint(
+        &self,
+        claims: Map<String, Value>,
+        subject_expires_at: u64,
+        now: u64,
+        idp: Arc<str>,
+    ) -> Result<Minted, MintError> {
+        let expires_at = now.saturating_add(self.ttl.as_secs()).min(subject_expires_at);
+        let payload = match self.profile {
+            Profile::StateBacked => json!({
+                "act": claims,
+                "aud": self.audience,
+                "iss": self.issuer,
+                "iat": now,
+                "exp": expires_at,
+            }),
+            Profile::AccessToken => {
+                let mut payload = claims;
+                payload.insert("iss".to_owned(), Value::from(self.issuer.as_str()));
+                payload.insert("aud".to_owned(), Value::from(self.audience.as_str()));
+                payload.insert("iat".to_owned(), Value::from(now));
+                payload.insert("exp".to_owned(), Value::from(expires_at));
+                payload.insert("jti".to_owned(), Value::from(new_jti()?));
+                Value::Object(payload)
+            }
+        };
+        let payload = serde_json::to_vec(&payload).map_err(|e| MintError(e.to_string()))?;
+        let mut token = String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 400);
+        token.push_str(&self.encoded_header);
+        token.push('.');
+        token.push_str(&b64url(&payload));
+        let signature = self
+            .key
+            .sign(token.as_bytes())
+            .map_err(|KeyError(e)| MintError(e))?;
+        token.push('.');
+        token.push_str(&signature);
+        Ok(Minted {
+            token,
+            issued_at: now,
+            expires_at,
+            idp,
+        })
+    }
+}
+
+impl fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("service", &self.service)
+            .field("key", &self.key.id())
+            .field("ttl", &self.ttl)
+            .field("profile", &self.profile)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Minted ===
+
+impl Minted {
+    /// Seconds left at `now`.
+    pub fn expires_in(&self, now: u64) -> u64 {
+        self.expires_at.saturating_sub(now)
+    }
+}
+
+impl fmt::Debug for Minted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Minted")
+            .field("token", &"[redacted]")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("idp", &self.idp)
+            .finish()
+    }
+}
+
+fn new_jti() -> Result<String, MintError> {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    crate::keygen::random_token(&rng, 16).map_err(|e| MintError(e.to_string()))
+}
