@@ -1,0 +1,2 @@
+//! JWKS behaviour against a real HTTP server.
+mod support;
