@@ -154,7 +154,7 @@ impl Config {
         if loader.errors.is_empty() {
             Ok(config)
         } else {
-            loader.errors.sort_by_key(|e| e.position);
+            loader.errors.sort_by_key(|e| (e.position.is_none(), e.position));
             Err(ConfigErrors(loader.errors))
         }
     }
@@ -624,14 +624,15 @@ impl Loader<'_> {
             self.error(at, &format!("{path}.ttl"), "a lifetime of at least one second");
         }
         let mapping = self.mapping(&spec.mapping, place);
-        if let (Some(mapping), Profile::AccessToken) = (&mapping, profile) {
-            for key in mapping.output_keys() {
-                if REGISTERED_CLAIMS.contains(&key) {
+        if profile == Profile::AccessToken {
+            for key in spec.mapping.keys() {
+                let output = key.strip_suffix(crate::mapping::PATH_SUFFIX).unwrap_or(key);
+                if REGISTERED_CLAIMS.contains(&output) {
                     self.error(
                         at,
                         &format!("{path}.mapping.{}", quote_key(key)),
                         &format!(
-                            "`{key}` is set by baton on access tokens; the mapping may not produce it"
+                            "`{output}` is set by baton on access tokens; the mapping may not produce it"
                         ),
                     );
                 }

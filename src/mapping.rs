@@ -103,11 +103,6 @@ impl ClaimMapper {
         output
     }
 
-    /// The top-level keys this mapping can produce.
-    pub fn output_keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(key, _)| key.as_str())
-    }
-
     /// A mapping that produces nothing.
     pub fn empty() -> Self {
         Self {

@@ -11,6 +11,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err("an empty duration; write e.g. \"15m\" or \"1h30m\"".to_owned());
     }
+    if !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("`{text}` is not a duration; write e.g. \"15m\" or \"1h30m\""));
+    }
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {

@@ -1,0 +1,272 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "KEY_MAIN" => Some("sbsec_test_secret_value_long_enough".to_owned()),
+        "SUPABASE_SECRET" => Some("super-secret-jwt-token".to_owned()),
+        _ => None,
+    }
+}
+
+fn load(source: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml(source, Path::new("."), &env)
+}
+
+fn errors(source: &str) -> Vec<ConfigError> {
+    match load(source) {
+        Ok(_) => panic!("expected errors"),
+        Err(ConfigErrors(errors)) => errors,
+    }
+}
+
+/// Asserts that one error has this path and a message containing `needle`.
+fn assert_error(errors: &[ConfigError], path: &str, needle: &str) {
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == path && e.message.contains(needle)),
+        "no error at {path} containing {needle:?} in:\n{}",
+        ConfigErrors(errors.to_vec())
+    );
+}
+
+const VALID: &str = r#"
+[server]
+org = "org_example"
+issuer = "https://baton.example.com"
+
+[proxy]
+listen = "127.0.0.1:8080"
+upstream = "127.0.0.1:3000"
+service = "my-app"
+
+[[keys]]
+id = "sbk_main"
+algorithm = "HS256"
+secret_env = "KEY_MAIN"
+
+[[idps]]
+issuer = "https://example.us.auth0.com/"
+audience = "https://example.us.auth0.com/api/v2/"
+jwks_url = "https://example.us.auth0.com/.well-known/jwks.json"
+mapping = { "sub.$" = "$.sub", "email.$" = "$.email", provider = "auth0" }
+
+[[idps]]
+audience = "authenticated"
+algorithms = ["HS256"]
+key_env = "SUPABASE_SECRET"
+leeway = "30s"
+mapping = { "sub.$" = "$.sub", provider = "supabase" }
+
+[[token_providers]]
+service = "my-app"
+key = "sbk_main"
+ttl = "15m"
+mapping = { "sub.$" = "$.sub", "provider.$" = "$.provider" }
+"#;
+
+#[test]
+fn the_design_example_loads() {
+    let config = load(VALID).unwrap();
+    assert_eq!(config.idps.len(), 2);
+    assert_eq!(config.idps[0].algorithms, vec![Algorithm::RS256]);
+    assert_eq!(config.idps[1].leeway, Duration::from_secs(30));
+    assert_eq!(config.idps[0].leeway, DEFAULT_LEEWAY);
+    let provider = config.provider("my-app").unwrap();
+    assert_eq!(provider.ttl, Duration::from_secs(900));
+    assert_eq!(provider.audience, STATEBACKED_AUDIENCE);
+    assert_eq!(provider.issuer, "https://baton.example.com");
+    assert_eq!(config.server.audience_base, DEFAULT_AUDIENCE_BASE);
+    assert!(config.warnings.is_empty());
+}
+
+#[test]
+fn the_shipped_configs_load() {
+    for file in ["config/baton.example.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let source = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Config::from_toml(&source, path.parent().unwrap(), &env) {
+            panic!("{file}: {e}");
+        }
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_place() {
+    let source = r#"
+[server]
+orgg = "typo"
+
+[[keys]]
+id = "sbk_a"
+algorithm = "HS257"
+secret_env = "KEY_MAIN"
+
+[[idps]]
+jwks_url = "https://a/jwks"
+mapping = {}
+
+[[idps]]
+issuer = "https://b"
+mapping = { "role.$" = "$.[" }
+discovery = true
+
+[[token_providers]]
+service = "bad service!"
+key = "sbk_missing"
+mapping = {}
+"#;
+    let errors = errors(source);
+    assert!(errors.len() >= 6, "{}", ConfigErrors(errors.clone()));
+    assert_error(&errors, "server", "unknown field `orgg`");
+    assert_error(&errors, "keys[0].algorithm", "unknown algorithm `HS257`");
+    assert_error(&errors, "idps[0]", "needs an issuer, an audience, or both");
+    assert_error(&errors, "idps[1].mapping.\"role.$\"", "invalid JSONPath");
+    assert_error(&errors, "token_providers[0].service", "must match");
+    assert_error(&errors, "token_providers[0].key", "no [[keys]] entry has id \"sbk_missing\"");
+    // Positions are the line of the element: `[[idps]]` #2 starts on line 14.
+    let role = errors.iter().find(|e| e.path.contains("role")).unwrap();
+    assert_eq!(role.position.map(|p| p.0), Some(14));
+    let orgg = errors.iter().find(|e| e.path == "server").unwrap();
+    assert_eq!(orgg.position.map(|p| p.0), Some(3));
+}
+
+#[test]
+fn a_syntax_error_has_line_and_column() {
+    let errors = errors("[server]\norg = \n");
+    assert_eq!(errors[0].position, Some((2, 7)), "{errors:?}");
+    assert!(errors[0].message.contains("expected"), "{errors:?}");
+}
+
+#[test]
+fn unknown_keys_and_sections_are_rejected() {
+    let errors = errors("[servr]\n[[idps]]\nissuer = \"https://a\"\naudiense = \"x\"\ndiscovery = true\nmapping = {}\n");
+    assert_error(&errors, "servr", "unknown section");
+    assert_error(&errors, "idps[0]", "unknown field `audiense`");
+}
+
+fn idp_errors(idp: &str) -> Vec<ConfigError> {
+    errors(&format!("[[idps]]\n{idp}\n"))
+}
+
+#[test]
+fn key_sources_must_be_exactly_one() {
+    let none = idp_errors("issuer = \"https://a\"\nmapping = {}");
+    assert_error(&none, "idps[0]", "no key source");
+    let two = idp_errors("issuer = \"https://a\"\ndiscovery = true\njwks_url = \"https://a/j\"\nmapping = {}");
+    assert_error(&two, "idps[0]", "several key sources (jwks_url, discovery)");
+}
+
+#[test]
+fn algorithms_are_checked() {
+    let none = idp_errors("issuer = \"https://a\"\njwks_url = \"https://a/j\"\nalgorithms = [\"none\"]\nmapping = {}");
+    assert_error(&none, "idps[0].algorithms[0]", "never accepted");
+    let hmac_jwks = idp_errors("issuer = \"https://a\"\njwks_url = \"https://a/j\"\nalgorithms = [\"RS256\", \"HS256\"]\nmapping = {}");
+    assert_error(&hmac_jwks, "idps[0].algorithms", "HS256 with a JWKS");
+    let hmac_discovery = idp_errors("issuer = \"https://a\"\ndiscovery = true\nalgorithms = [\"HS512\"]\nmapping = {}");
+    assert_error(&hmac_discovery, "idps[0].algorithms", "HS512 with OIDC discovery");
+    let secret_as_rsa = idp_errors("issuer = \"https://a\"\nkey_env = \"SUPABASE_SECRET\"\nalgorithms = [\"RS256\"]\nmapping = {}");
+    assert_error(&secret_as_rsa, "idps[0].algorithms", "RS256 needs a public key");
+}
+
+#[test]
+fn hmac_is_refused_with_a_public_key() {
+    let key = crate::keygen::generate(Algorithm::RS256).unwrap();
+    let signing = SigningKey::from_private_pem("k", Algorithm::RS256, key.material.expose()).unwrap();
+    let jwk = serde_json::to_string(signing.public_jwk().unwrap()).unwrap();
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jwk);
+    let errors = idp_errors(&format!(
+        "issuer = \"https://a\"\nkey = \"{encoded}\"\nalgorithms = [\"RS256\", \"HS256\"]\nmapping = {{}}"
+    ));
+    assert_error(&errors, "idps[0].algorithms", "HS256 (HMAC) is never verified with a public key");
+}
+
+#[test]
+fn duplicate_idps_keys_and_services_are_errors() {
+    let source = format!(
+        "{VALID}\n[[idps]]\naudience = \"authenticated\"\ndiscovery = false\njwks_url = \"https://x/j\"\nmapping = {{}}\n\
+         [[keys]]\nid = \"sbk_main\"\nalgorithm = \"HS256\"\nsecret_env = \"KEY_MAIN\"\n\
+         [[token_providers]]\nservice = \"my-app\"\nkey = \"sbk_main\"\nmapping = {{}}\n"
+    );
+    let errors = errors(&source);
+    assert_error(&errors, "idps[2]", "same issuer and audience as idps[1]");
+    assert_error(&errors, "keys", "two entries have the key id \"sbk_main\"");
+    assert_error(&errors, "token_providers", "two entries have the service \"my-app\"");
+}
+
+#[test]
+fn access_token_mappings_may_not_set_registered_claims() {
+    let source = format!(
+        "{VALID}\n[[token_providers]]\nservice = \"api\"\nkey = \"sbk_main\"\nprofile = \"access_token\"\n\
+         mapping = {{ \"iss.$\" = \"$.sub\", exp = 5, sub = \"x\" }}\n"
+    );
+    let errors = errors(&source);
+    assert_error(&errors, "token_providers[1].mapping.\"iss.$\"", "set by baton");
+    assert_error(&errors, "token_providers[1].mapping.exp", "set by baton");
+    assert!(!errors.iter().any(|e| e.path.ends_with(".sub")));
+}
+
+#[test]
+fn secrets_come_from_env_or_file_and_missing_ones_are_named() {
+    let unset = errors("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"NOT_SET_ANYWHERE\"\n");
+    assert_error(&unset, "keys[0].secret_env", "NOT_SET_ANYWHERE is not set");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "sbsec_from_file\n").unwrap();
+    let config = Config::from_toml(
+        "[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = \"secret\"\n",
+        dir.path(),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.keys[0].id(), "k");
+    let missing = errors("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = \"/nonexistent/secret\"\n");
+    assert_error(&missing, "keys[0].secret_file", "cannot read /nonexistent/secret");
+}
+
+#[test]
+fn an_inline_secret_loads_with_a_warning() {
+    let config = load("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret = \"sbsec_demo\"\n").unwrap();
+    assert!(config.warnings[0].contains("inline"), "{:?}", config.warnings);
+}
+
+#[test]
+fn a_key_must_fit_its_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let p384 = crate::keygen::generate(Algorithm::ES384).unwrap();
+    std::fs::write(dir.path().join("p384.pem"), p384.material.expose()).unwrap();
+    let source = "[[keys]]\nid = \"k\"\nalgorithm = \"ES256\"\nprivate_key_file = \"p384.pem\"\n\
+                  [[keys]]\nid = \"h\"\nalgorithm = \"HS256\"\nprivate_key_file = \"p384.pem\"\n\
+                  [[keys]]\nid = \"r\"\nalgorithm = \"RS256\"\nsecret_env = \"KEY_MAIN\"\n";
+    let ConfigErrors(found) = Config::from_toml(source, dir.path(), &env).unwrap_err();
+    assert_error(&found, "keys[0].private_key_file", "does not fit ES256");
+    assert_error(&found, "keys[1].private_key_file", "HS256 is HMAC");
+    assert_error(&found, "keys[2].secret_env", "RS256 needs a private key");
+}
+
+#[test]
+fn durations_and_services_are_validated() {
+    let source = format!(
+        "{VALID}\n[[token_providers]]\nservice = \"{}\"\nkey = \"sbk_main\"\nttl = \"15 minutes\"\nmapping = {{}}\n",
+        "a".repeat(129)
+    );
+    let errors = errors(&source);
+    assert_error(&errors, "token_providers[1].ttl", "not a duration");
+    assert_error(&errors, "token_providers[1].service", "must match");
+    assert!(valid_service("my-app_2"));
+    assert!(!valid_service(""));
+    assert!(!valid_service("a/b"));
+}
+
+#[test]
+fn proxy_service_must_name_a_provider() {
+    let source = VALID.replace("service = \"my-app\"\n\n[[keys]]", "service = \"other\"\n\n[[keys]]");
+    assert_error(&errors(&source), "proxy.service", "no [[token_providers]] entry has service \"other\"");
+}
+
+#[test]
+fn errors_never_show_secret_values() {
+    // A secret given where a PEM is expected must not be echoed back.
+    let errors = errors("[[keys]]\nid = \"k\"\nalgorithm = \"RS256\"\nprivate_key_env = \"KEY_MAIN\"\n");
+    let shown = ConfigErrors(errors).to_string();
+    assert!(!shown.contains("sbsec_test_secret"), "{shown}");
+}
