@@ -1,0 +1,198 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+use crate::clock::FixedClock;
+use crate::token::b64url;
+
+const NOW: u64 = 1_800_000_000;
+const IDP_SECRET: &str = "idp-shared-secret";
+
+fn config(ttl: &str, extra: &str) -> Config {
+    let source = format!(
+        r#"
+[server]
+issuer = "https://baton.test"
+
+[[keys]]
+id = "sbk_test"
+algorithm = "HS256"
+secret = "sbsec_test"
+
+[[idps]]
+name = "supabase"
+audience = "authenticated"
+algorithms = ["HS256"]
+key_env = "IDP_SECRET"
+mapping = {{ "sub.$" = "$.sub", "roles.$" = "$.app_metadata.roles[*]", provider = "supabase" }}
+
+[[token_providers]]
+service = "app"
+key = "sbk_test"
+ttl = "{ttl}"
+mapping = {{ "user.$" = "$.sub", "roles.$" = "$.roles", "provider.$" = "$.provider" }}
+
+[[token_providers]]
+service = "api"
+key = "sbk_test"
+profile = "access_token"
+audience = "https://api.test"
+mapping = {{ "sub.$" = "$.sub", scope = "read" }}
+{extra}
+"#
+    );
+    Config::from_toml(&source, Path::new("."), &|name| {
+        (name == "IDP_SECRET").then(|| IDP_SECRET.to_owned())
+    })
+    .unwrap()
+}
+
+fn exchanger(config: Config) -> Exchanger {
+    Exchanger::new(
+        config,
+        ExchangerOptions {
+            clock: Arc::new(FixedClock(NOW)),
+            ..ExchangerOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn subject(sub: &str, exp: u64) -> String {
+    let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = json!({
+        "aud": "authenticated", "sub": sub, "exp": exp, "iat": NOW - 10,
+        "app_metadata": { "roles": ["admin", "dev"] }
+    });
+    let input = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
+    let key = jsonwebtoken::EncodingKey::from_secret(IDP_SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    format!("{input}.{signature}")
+}
+
+fn decode(token: &str) -> (Value, Value) {
+    let part = |i: usize| -> Value {
+        let segment = token.split('.').nth(i).unwrap();
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, segment).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (part(0), part(1))
+}
+
+#[tokio::test]
+async fn statebacked_profile_puts_mapped_claims_in_act() {
+    let exchanger = exchanger(config("1h", ""));
+    let exchanged = exchanger.exchange(&subject("user-1", NOW + 7200), "app").await.unwrap();
+    let (header, payload) = decode(&exchanged.minted.token);
+    assert_eq!(header, json!({ "alg": "HS256", "kid": "sbk_test" }));
+    assert_eq!(
+        payload,
+        json!({
+            "act": { "user": "user-1", "roles": ["admin", "dev"], "provider": "supabase" },
+            "aud": "https://api.statebacked.dev/",
+            "iss": "https://baton.test",
+            "iat": NOW,
+            "exp": NOW + 3600,
+        })
+    );
+    assert!(!exchanged.cached);
+    assert_eq!(&*exchanged.minted.idp, "supabase");
+}
+
+#[tokio::test]
+async fn access_token_profile_is_rfc_9068() {
+    let exchanger = exchanger(config("1h", ""));
+    let minted = exchanger.exchange(&subject("user-1", NOW + 7200), "api").await.unwrap().minted;
+    let (header, payload) = decode(&minted.token);
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(payload["sub"], "user-1");
+    assert_eq!(payload["scope"], "read");
+    assert_eq!(payload["aud"], "https://api.test");
+    assert_eq!(payload["iss"], "https://baton.test");
+    assert_eq!(payload["iat"], NOW);
+    assert_eq!(payload["exp"], NOW + 3600);
+    assert_eq!(payload["jti"].as_str().map(str::len), Some(22));
+}
+
+#[tokio::test]
+async fn expiry_never_outlives_the_subject_token() {
+    let exchanger = exchanger(config("1h", ""));
+    let minted = exchanger.exchange(&subject("user-1", NOW + 120), "app").await.unwrap().minted;
+    assert_eq!(minted.expires_at, NOW + 120);
+    assert_eq!(decode(&minted.token).1["exp"], NOW + 120);
+}
+
+#[tokio::test]
+async fn the_same_token_and_service_hit_the_cache() {
+    let exchanger = exchanger(config("1h", ""));
+    let token = subject("user-1", NOW + 7200);
+    let first = exchanger.exchange(&token, "app").await.unwrap();
+    let second = exchanger.exchange(&token, "app").await.unwrap();
+    assert!(!first.cached && second.cached);
+    assert_eq!(first.minted.token, second.minted.token);
+    let other_service = exchanger.exchange(&token, "api").await.unwrap();
+    assert!(!other_service.cached);
+    assert_eq!(exchanger.cache_stats().hits.load(Ordering::Relaxed), 1);
+    assert_eq!(exchanger.cache_stats().misses.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_reload_never_serves_a_token_minted_under_the_old_config() {
+    let exchanger = exchanger(config("1h", ""));
+    let token = subject("user-1", NOW + 7200);
+    let before = exchanger.exchange(&token, "app").await.unwrap().minted;
+    exchanger.reload(config("30m", ""));
+    assert_eq!(exchanger.generation(), 2);
+    let after = exchanger.exchange(&token, "app").await.unwrap();
+    assert!(!after.cached);
+    assert_ne!(after.minted.token, before.token);
+    assert_eq!(after.minted.expires_at, NOW + 1800);
+}
+
+#[tokio::test]
+async fn unknown_services_and_bad_tokens_name_their_stage() {
+    let exchanger = exchanger(config("1h", ""));
+    let token = subject("user-1", NOW + 7200);
+    let unknown = exchanger.exchange(&token, "nope").await.unwrap_err();
+    assert_eq!(unknown, ExchangeError::UnknownService("nope".to_owned()));
+    assert_eq!((unknown.stage(), unknown.fault()), ("service", Fault::Client));
+
+    let expired = exchanger.exchange(&subject("u", NOW - 61), "app").await.unwrap_err();
+    assert!(matches!(expired, ExchangeError::Token(VerifyError::Expired { .. })), "{expired:?}");
+    assert_eq!(expired.stage(), "time claims");
+    // Within the 60 s default leeway.
+    assert!(exchanger.exchange(&subject("u", NOW - 59), "app").await.is_ok());
+
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let bad = exchanger.exchange(&tampered, "app").await.unwrap_err();
+    assert_eq!(bad, ExchangeError::Token(VerifyError::BadSignature));
+    assert_eq!(bad.stage(), "signature");
+}
+
+#[tokio::test]
+async fn explain_records_each_step_and_the_claims() {
+    let exchanger = exchanger(config("1h", ""));
+    let token = subject("user-1", NOW + 7200);
+    let (result, trace) = exchanger.explain(&token, "app").await;
+    assert!(result.is_ok());
+    let names: Vec<&str> = trace.steps().iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        ["service", "parse", "select IdP", "algorithm", "signature", "time claims", "mint"]
+    );
+    assert!(trace.steps().iter().all(|s| s.passed));
+    let labels: Vec<&str> = trace.claims().iter().map(|(l, _)| *l).collect();
+    assert_eq!(labels.len(), 3);
+    assert_eq!(trace.claims()[1].1["provider"], "supabase");
+    let shown = trace.to_string();
+    assert!(!shown.contains(&token), "the trace must never show the token");
+    assert!(!shown.contains(IDP_SECRET) && !shown.contains("sbsec_test"));
+
+    let (failed, trace) = exchanger.explain(&subject("u", NOW - 3600), "app").await;
+    assert!(failed.is_err());
+    let last = trace.steps().last().unwrap();
+    assert_eq!((last.name, last.passed), ("time claims", false));
+}
