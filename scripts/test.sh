@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need (once), then runs every test: `scripts/test.sh`.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test jwks`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# cmake: pingora-core builds zlib-ng through flate2.
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "test.sh: installing cmake" >&2
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq cmake >/dev/null
+fi
+
+# PyJWT: an independent implementation that verifies the tokens baton mints.
+if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
+  echo "test.sh: installing PyJWT" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'pyjwt[crypto]==2.15.1'
+fi
+
+# npm packages of the interop tests (oidc-provider, @statebacked/client), when present.
+if [ -f tests/interop/package.json ]; then
+  if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then
+    echo "test.sh: installing npm packages for the interop tests" >&2
+    (cd tests/interop && npm ci --silent --no-audit --no-fund)
+  fi
+fi
+
+exec cargo test --all-targets "$@"

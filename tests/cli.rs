@@ -1,0 +1,144 @@
+//! The real `baton` binary: `check`, `explain`, `keys generate`.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::io::Write as _;
+
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use support::{JwksServer, TestKey, now};
+
+fn baton(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env("CLI_TEST_KEY", "sbsec_cli_test_secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn write_config(dir: &std::path::Path, jwks_url: &str) -> String {
+    let path = dir.join("baton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[proxy]
+service = "app"
+
+[[keys]]
+id = "sbk_cli"
+algorithm = "HS256"
+secret_env = "CLI_TEST_KEY"
+
+[[idps]]
+issuer = "https://idp.test"
+audience = "app"
+jwks_url = "{jwks_url}"
+mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email" }}
+
+[[token_providers]]
+service = "app"
+key = "sbk_cli"
+mapping = {{ "sub.$" = "$.sub", "mail.$" = "$.email" }}
+"#
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn check_summarises_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/jwks.json");
+    let output = baton(&["check", "--config", &config], None);
+    assert!(output.status.success(), "{}", text(&output));
+    let shown = text(&output);
+    assert!(shown.contains("idps: 1") && shown.contains("token providers: 1"), "{shown}");
+    assert!(!shown.contains("sbsec_cli_test_secret"), "{shown}");
+}
+
+#[test]
+fn check_prints_every_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[idps]]\nmapping = {}\njwks_url = \"https://a/j\"\n\n[[token_providers]]\nservice = \"x y\"\nkey = \"none\"\nmapping = {}\n",
+    )
+    .unwrap();
+    let output = baton(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1));
+    let shown = text(&output);
+    assert!(shown.contains("3 errors"), "{shown}");
+    assert!(shown.contains("1:1: idps[0]: an IdP needs an issuer"), "{shown}");
+    assert!(shown.contains("5:1: token_providers[0].service"), "{shown}");
+    assert!(shown.contains("5:1: token_providers[0].key"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_steps_and_claims_but_never_the_token() {
+    let key = TestKey::generate(Algorithm::RS256, "k1");
+    let server = JwksServer::start(vec![key.jwk.clone()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server.jwks_url());
+    let token = key.sign(&json!({
+        "iss": "https://idp.test", "aud": "app", "sub": "user-42",
+        "email": "u@example.com", "exp": now() + 600
+    }));
+
+    let ok = tokio::task::spawn_blocking({
+        let (config, token) = (config.clone(), token.clone());
+        move || baton(&["explain", "--config", &config, "--token", "-"], Some(&token))
+    })
+    .await
+    .unwrap();
+    let shown = text(&ok);
+    assert!(ok.status.success(), "{shown}");
+    assert!(shown.contains("select IdP") && shown.contains("IdP https://idp.test"), "{shown}");
+    assert!(shown.contains("\"mail\": \"u@example.com\""), "{shown}");
+    assert!(!shown.contains(&token), "explain printed the token");
+    assert!(!shown.contains(token.split('.').nth(2).unwrap()), "explain printed the signature");
+
+    let expired = key.sign(&json!({ "iss": "https://idp.test", "aud": "app", "sub": "u", "exp": now() - 3600 }));
+    let refused = tokio::task::spawn_blocking(move || {
+        baton(&["explain", "--config", &config, "--token", &expired], None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("refused at stage `time claims`"), "{}", text(&refused));
+}
+
+#[test]
+fn keys_generate_makes_working_keys() {
+    let hmac = baton(&["keys", "generate", "--alg", "HS256"], None);
+    assert!(hmac.status.success());
+    let shown = String::from_utf8(hmac.stdout).unwrap();
+    assert!(shown.contains("key id: sbk_") && shown.contains("secret: sbsec_"), "{shown}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("es256.pem");
+    let es = baton(&["keys", "generate", "--alg", "ES256", "--out", pem.to_str().unwrap()], None);
+    assert!(es.status.success(), "{}", text(&es));
+    let config = dir.path().join("keys.toml");
+    std::fs::write(&config, "[[keys]]\nid = \"k\"\nalgorithm = \"ES256\"\nprivate_key_file = \"es256.pem\"\n").unwrap();
+    let check = baton(&["check", "--config", config.to_str().unwrap()], None);
+    assert!(check.status.success(), "{}", text(&check));
+
+    let none = baton(&["keys", "generate", "--alg", "none"], None);
+    assert!(!none.status.success());
+}
