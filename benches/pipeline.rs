@@ -1,1 +1,232 @@
-fn main(){}
+//! Hot-path benchmarks: `cargo bench --bench pipeline`.
+//!
+//! - `verify/*`: a subject token through baton's verifier (parse, select, alg, signature,
+//!   time claims), per algorithm;
+//! - `map/5-keys`: a five-key mapping;
+//! - `mint/*`: signing a `statebacked` token;
+//! - `pipeline/*`: the whole exchange, cold (a distinct token each time, so every call
+//!   verifies, maps and mints) and warm (a cache hit);
+//! - `baseline/rs256-verify+hs256-sign`: the bare crypto the cold pipeline cannot avoid,
+//!   measured in the same run, so the pipeline's overhead is a ratio.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::clock::SystemClock;
+use baton::config::Config;
+use baton::exchange::{Exchanger, ExchangerOptions};
+use baton::explain::Trace;
+use baton::idp::IdpSet;
+use baton::idp::jwks::{JwksCache, JwksPolicy};
+use baton::idp::verify::Verifier;
+use baton::keygen;
+use baton::mapping::ClaimMapper;
+use baton::mint::keys::SigningKey;
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde_json::{Value, json};
+
+const HMAC_SECRET: &str = "idp-hmac-secret-for-benchmarks-0123456789";
+
+/// An IdP key: the signing half for making tokens, the config line for baton.
+struct IdpKey {
+    signing: SigningKey,
+    config_key: String,
+}
+
+fn idp_key(alg: Algorithm) -> IdpKey {
+    if alg == Algorithm::HS256 {
+        let secret = baton::secret::Secret::new(HMAC_SECRET);
+        return IdpKey {
+            signing: SigningKey::hmac("idp", alg, &secret).unwrap(),
+            config_key: format!("key = \"{}\"", URL_SAFE_NO_PAD.encode(HMAC_SECRET)),
+        };
+    }
+    let generated = keygen::generate(alg).unwrap();
+    let signing = SigningKey::from_private_pem("idp", alg, generated.material.expose()).unwrap();
+    let jwk = serde_json::to_string(signing.public_jwk().unwrap()).unwrap();
+    IdpKey {
+        signing,
+        config_key: format!("key = \"{}\"", URL_SAFE_NO_PAD.encode(jwk)),
+    }
+}
+
+fn config(idp: &IdpKey, mint_alg: &str, mint_key: &str) -> Config {
+    let alg = baton::algorithm::name(idp.signing.algorithm());
+    let source = format!(
+        r#"
+[[keys]]
+id = "sbk_bench"
+algorithm = "{mint_alg}"
+{mint_key}
+
+[[idps]]
+issuer = "https://idp.bench"
+audience = "app"
+algorithms = ["{alg}"]
+{}
+mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", org = "acme", "name.$" = "$.name" }}
+
+[[token_providers]]
+service = "app"
+key = "sbk_bench"
+mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "org.$" = "$.org", "name.$" = "$.name" }}
+"#,
+        idp.config_key
+    );
+    Config::from_toml(&source, Path::new("."), &|_| None).unwrap()
+}
+
+fn hs256_mint_key() -> (&'static str, String) {
+    ("HS256", "secret = \"sbsec_bench_secret_0123456789abcdef\"".to_owned())
+}
+
+fn claims(i: usize) -> Value {
+    let now = SystemClock.now_unix();
+    json!({
+        "iss": "https://idp.bench", "aud": "app", "sub": format!("user-{i}"),
+        "email": "someone@example.com", "name": "Some One", "roles": ["admin", "dev"],
+        "iat": now, "exp": now + 3600,
+    })
+}
+
+use baton::clock::Clock as _;
+
+fn sign(key: &SigningKey, claims: &Value) -> String {
+    let header = json!({ "alg": baton::algorithm::name(key.algorithm()), "kid": "idp", "typ": "JWT" });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{signature}")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn verify(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("verify");
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA, Algorithm::HS256] {
+        let idp = idp_key(alg);
+        let (mint_alg, mint_key) = hs256_mint_key();
+        let config = config(&idp, mint_alg, &mint_key);
+        let idps = IdpSet::new(config.idps.clone());
+        let verifier = Verifier::new(
+            JwksCache::new(JwksPolicy::default()).unwrap(),
+            Arc::new(SystemClock),
+        );
+        let token = sign(&idp.signing, &claims(0));
+        group.bench_function(baton::algorithm::name(alg), |b| {
+            b.iter(|| {
+                let mut trace = Trace::off();
+                rt.block_on(verifier.verify(&idps, black_box(&token), &mut trace)).unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
+fn map(c: &mut Criterion) {
+    let mapping = json!({
+        "sub.$": "$.sub", "email.$": "$.email", "roles.$": "$.roles[*]",
+        "tenant.$": "$.org.id", "provider": "auth0"
+    });
+    let mapper = ClaimMapper::compile(mapping.as_object().unwrap()).unwrap();
+    let input = json!({
+        "sub": "user-1", "email": "someone@example.com", "roles": ["admin", "dev"],
+        "org": { "id": "acme" }, "exp": 1, "iat": 1, "iss": "https://idp", "aud": "app"
+    });
+    c.bench_function("map/5-keys", |b| b.iter(|| mapper.apply(black_box(&input))));
+}
+
+fn mint(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mint");
+    let es256 = keygen::generate(Algorithm::ES256).unwrap();
+    let es256_dir = tempfile::tempdir().unwrap();
+    let es256_path = es256_dir.path().join("es256.pem");
+    std::fs::write(&es256_path, es256.material.expose()).unwrap();
+    let idp = idp_key(Algorithm::HS256);
+    for (name, mint_alg, mint_key) in [
+        ("HS256", "HS256", hs256_mint_key().1),
+        ("ES256", "ES256", format!("private_key_file = \"{}\"", es256_path.display())),
+    ] {
+        let config = config(&idp, mint_alg, &mint_key);
+        let provider = Arc::clone(config.provider("app").unwrap());
+        let claims = json!({ "sub": "user-1", "email": "someone@example.com", "roles": ["admin", "dev"], "org": "acme", "name": "Some One" });
+        let claims = claims.as_object().unwrap().clone();
+        let idp_name: Arc<str> = Arc::from("idp");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                provider
+                    .mint(claims.clone(), u64::MAX, 1_800_000_000, Arc::clone(&idp_name))
+                    .unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
+fn pipeline(c: &mut Criterion) {
+    let rt = runtime();
+    let idp = idp_key(Algorithm::RS256);
+    let (mint_alg, mint_key) = hs256_mint_key();
+    let exchanger = Exchanger::new(config(&idp, mint_alg, &mint_key), ExchangerOptions::default()).unwrap();
+    const DISTINCT: usize = 20_000;
+    let tokens: Vec<String> = (0..DISTINCT).map(|i| sign(&idp.signing, &claims(i))).collect();
+
+    let mut group = c.benchmark_group("pipeline");
+    let mut next = 0usize;
+    group.bench_function("cold/RS256->HS256", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                if next == DISTINCT {
+                    // A new generation: every token is a miss again. Not timed.
+                    exchanger.reload(config(&idp, mint_alg, &mint_key));
+                    next = 0;
+                }
+                let start = Instant::now();
+                let out = rt.block_on(exchanger.exchange(&tokens[next], "app")).unwrap();
+                elapsed += start.elapsed();
+                assert!(!out.cached);
+                next += 1;
+            }
+            elapsed
+        });
+    });
+    let warm = &tokens[0];
+    rt.block_on(exchanger.exchange(warm, "app")).unwrap();
+    group.bench_function("warm/cache-hit", |b| {
+        b.iter(|| {
+            let out = rt.block_on(exchanger.exchange(black_box(warm), "app")).unwrap();
+            debug_assert!(out.cached);
+            out
+        });
+    });
+    group.finish();
+
+    // The floor of the cold path: RS256 verify + HS256 sign of a like-sized payload.
+    let token = &tokens[1];
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let jwk = idp.signing.public_jwk().unwrap();
+    let decoding = DecodingKey::from_jwk(jwk).unwrap();
+    let encoding = EncodingKey::from_secret(b"sbsec_bench_secret_0123456789abcdef");
+    c.bench_function("baseline/rs256-verify+hs256-sign", |b| {
+        b.iter(|| {
+            let ok = jsonwebtoken::crypto::verify(signature, input.as_bytes(), &decoding, Algorithm::RS256).unwrap();
+            assert!(ok);
+            jsonwebtoken::crypto::sign(black_box(input.as_bytes()), &encoding, Algorithm::HS256).unwrap()
+        });
+    });
+}
+
+criterion_group!(benches, verify, map, mint, pipeline);
+criterion_main!(benches);
