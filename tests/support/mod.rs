@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A private key of baton's generator, with its public JWK.
@@ -40,8 +43,12 @@ impl TestKey {
         let generated = keygen::generate(alg).unwrap();
         let private_pem = String::from_utf8(generated.material.expose().to_vec()).unwrap();
         let encoding = match alg {
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
-            | Algorithm::PS384 | Algorithm::PS512 => EncodingKey::from_rsa_pem(private_pem.as_bytes()),
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => EncodingKey::from_rsa_pem(private_pem.as_bytes()),
             Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(private_pem.as_bytes()),
             Algorithm::EdDSA => EncodingKey::from_ed_pem(private_pem.as_bytes()),
             _ => panic!("asymmetric algorithms only"),
@@ -60,14 +67,16 @@ impl TestKey {
 
     /// Signs `claims` with header `{alg, kid, typ: JWT}`.
     pub fn sign(&self, claims: &Value) -> String {
-        let header = json!({ "alg": baton::algorithm::name(self.alg), "kid": self.kid, "typ": "JWT" });
+        let header =
+            json!({ "alg": baton::algorithm::name(self.alg), "kid": self.kid, "typ": "JWT" });
         self.sign_raw(&header, claims)
     }
 
     /// Signs any header and payload, as a hostile IdP might.
     pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
         let input = format!("{}.{}", b64(header), b64(claims));
-        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
         format!("{input}.{signature}")
     }
 
@@ -104,7 +113,8 @@ impl TestKey {
 pub fn sign_hmac(secret: &[u8], alg: Algorithm, header: &Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header), b64(claims));
     let signature =
-        jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(secret), alg).unwrap();
+        jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(secret), alg)
+            .unwrap();
     format!("{input}.{signature}")
 }
 
@@ -128,7 +138,10 @@ pub fn header(token: &str) -> Value {
 #[derive(Clone, Debug)]
 pub enum JwksReply {
     /// 200 with these keys and an optional `Cache-Control`.
-    Keys { keys: Vec<Value>, cache_control: Option<String> },
+    Keys {
+        keys: Vec<Value>,
+        cache_control: Option<String>,
+    },
     /// This status, empty body.
     Status(u16),
     /// 200 with a body that is not JSON.
@@ -154,14 +167,23 @@ impl JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let jwks_requests = Arc::new(AtomicUsize::new(0));
-        let reply = Arc::new(Mutex::new(JwksReply::Keys { keys, cache_control: None }));
+        let reply = Arc::new(Mutex::new(JwksReply::Keys {
+            keys,
+            cache_control: None,
+        }));
         let discovery_issuer = Arc::new(Mutex::new(None));
-        let state = (Arc::clone(&jwks_requests), Arc::clone(&reply), Arc::clone(&discovery_issuer));
+        let state = (
+            Arc::clone(&jwks_requests),
+            Arc::clone(&reply),
+            Arc::clone(&discovery_issuer),
+        );
         let task = tokio::spawn(async move {
             // Connections live in this set, so aborting the server ends them too.
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -174,7 +196,13 @@ impl JwksServer {
                 });
             }
         });
-        Self { addr, jwks_requests, reply, discovery_issuer, task }
+        Self {
+            addr,
+            jwks_requests,
+            reply,
+            discovery_issuer,
+            task,
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -195,7 +223,10 @@ impl JwksServer {
     }
 
     pub fn set_keys(&self, keys: Vec<Value>) {
-        self.set_reply(JwksReply::Keys { keys, cache_control: None });
+        self.set_reply(JwksReply::Keys {
+            keys,
+            cache_control: None,
+        });
     }
 
     /// The `issuer` the discovery document names (default: the server's base URL).
@@ -215,7 +246,11 @@ impl Drop for JwksServer {
     }
 }
 
-type State = (Arc<AtomicUsize>, Arc<Mutex<JwksReply>>, Arc<Mutex<Option<String>>>);
+type State = (
+    Arc<AtomicUsize>,
+    Arc<Mutex<JwksReply>>,
+    Arc<Mutex<Option<String>>>,
+);
 
 async fn answer(req: Request<Incoming>, addr: SocketAddr, state: &State) -> Response<Full<Bytes>> {
     let (requests, reply, discovery_issuer) = state;
@@ -228,17 +263,29 @@ async fn answer(req: Request<Incoming>, addr: SocketAddr, state: &State) -> Resp
     };
     match req.uri().path() {
         "/.well-known/openid-configuration" => {
-            let issuer = discovery_issuer.lock().clone().unwrap_or_else(|| format!("http://{addr}"));
-            json(200, json!({ "issuer": issuer, "jwks_uri": format!("http://{addr}/jwks.json") }).to_string())
+            let issuer = discovery_issuer
+                .lock()
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"));
+            json(
+                200,
+                json!({ "issuer": issuer, "jwks_uri": format!("http://{addr}/jwks.json") })
+                    .to_string(),
+            )
         }
         "/jwks.json" => {
             requests.fetch_add(1, Ordering::SeqCst);
             let current = reply.lock().clone();
             match current {
-                JwksReply::Keys { keys, cache_control } => {
+                JwksReply::Keys {
+                    keys,
+                    cache_control,
+                } => {
                     let mut response = json(200, json!({ "keys": keys }).to_string());
                     if let Some(cc) = cache_control {
-                        response.headers_mut().insert("cache-control", cc.parse().unwrap());
+                        response
+                            .headers_mut()
+                            .insert("cache-control", cc.parse().unwrap());
                     }
                     response
                 }
