@@ -22,13 +22,18 @@ use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use duration::parse_duration;
-use spec::{AdminSpec, DurationSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec, TokenProviderSpec};
+use spec::{
+    AdminSpec, ClientSpec, DurationSpec, IdpSpec, KeySpec, PathSetting, ProxySpec, ServerSpec,
+    TokenProviderSpec,
+};
 
 use crate::algorithm;
 use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource, StaticKey};
 use crate::mapping::{ClaimMapper, quote_key};
 use crate::mint::keys::SigningKey;
-use crate::mint::{DEFAULT_TTL, Profile, REGISTERED_CLAIMS, STATEBACKED_AUDIENCE, TokenProvider};
+use crate::mint::{
+    ClientCredential, DEFAULT_TTL, Profile, REGISTERED_CLAIMS, STATEBACKED_AUDIENCE, TokenProvider,
+};
 use crate::secret::Secret;
 
 /// `audience_base` unless `[server]` sets it: State Backed's.
@@ -39,6 +44,16 @@ pub const DEFAULT_ISSUER: &str = "baton";
 pub const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:8080";
 /// The admin listener unless `[admin] listen` is set.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// The token-exchange endpoint unless `[server] tokens_path` is set.
+pub const DEFAULT_TOKENS_PATH: &str = "/tokens";
+/// The published JWKS unless `[server] jwks_path` is set.
+pub const DEFAULT_JWKS_PATH: &str = "/.well-known/jwks.json";
+/// RFC 8414 metadata unless `[server] metadata_path` is set.
+pub const DEFAULT_METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// Upstream connect timeout unless `[proxy] connect_timeout` is set.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upstream read timeout unless `[proxy] read_timeout` is set.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A validated configuration.
 #[derive(Debug)]
@@ -68,6 +83,45 @@ pub struct ServerConfig {
     pub audience_base: String,
     /// `iss` of minted tokens.
     pub issuer: String,
+    /// Base URL of baton's endpoints in published metadata.
+    pub public_url: String,
+    /// `POST` token-exchange endpoint, or `None` when turned off.
+    pub tokens_path: Option<String>,
+    /// The published JWKS, or `None` when turned off.
+    pub jwks_path: Option<String>,
+    /// RFC 8414 metadata, or `None` when turned off.
+    pub metadata_path: Option<String>,
+    /// Origins allowed to call `/tokens` and the well-known documents from a browser.
+    pub cors_origins: Vec<String>,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: `2026-11-21T10:00:00Z  INFO exchange outcome=ok ...`.
+    Human,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// What the proxy does with a request that has no bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissing {
+    /// 401 with `WWW-Authenticate: Bearer realm="baton"` (the default).
+    Reject,
+    /// Pass it to the upstream untouched.
+    Forward,
+}
+
+/// A `[[proxy.routes]]` entry: requests under `prefix` use `service`, or pass untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// A path prefix, matched on segment boundaries (`/api` matches `/api` and `/api/x`).
+    pub prefix: String,
+    /// `Some(service)` to exchange with that provider, `None` to skip exchange.
+    pub service: Option<String>,
 }
 
 /// `[proxy]`.
@@ -79,6 +133,16 @@ pub struct ProxyConfig {
     pub upstream: Option<String>,
     /// The service whose provider mints tokens for proxied requests (and `/tokens`' default).
     pub service: Option<String>,
+    /// Requests without a bearer token.
+    pub on_missing: OnMissing,
+    /// Per-path services, first match wins.
+    pub routes: Vec<Route>,
+    /// Upstream TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream read timeout (between reads, not total).
+    pub read_timeout: Duration,
+    /// Worker threads (default: the number of CPUs).
+    pub threads: Option<usize>,
 }
 
 /// `[admin]`.
@@ -276,29 +340,133 @@ impl Loader<'_> {
         {
             self.error(None, "server.org", "an org id, non-empty and without `/`");
         }
+        let issuer = spec.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+        let public_url = spec
+            .public_url
+            .unwrap_or_else(|| issuer.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        let log_format = match spec.log_format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.error(
+                    None,
+                    "server.log_format",
+                    &format!("unknown format {other:?}; expected \"human\" or \"json\""),
+                );
+                LogFormat::Human
+            }
+        };
+        let cors_origins = spec.cors_origins.unwrap_or_default();
+        for (i, origin) in cors_origins.iter().enumerate() {
+            if origin == "*" {
+                self.error(
+                    None,
+                    &format!("server.cors_origins[{i}]"),
+                    "list origins explicitly; `*` would let any site exchange its users' tokens",
+                );
+            } else if url::Url::parse(origin).map_or(true, |u| u.origin().ascii_serialization() != *origin) {
+                self.error(
+                    None,
+                    &format!("server.cors_origins[{i}]"),
+                    &format!("{origin:?} is not an origin like \"https://app.example.com\""),
+                );
+            }
+        }
         ServerConfig {
             org: spec.org,
-            audience_base: spec
-                .audience_base
-                .map_or_else(|| DEFAULT_AUDIENCE_BASE.to_owned(), |b| b.trim_end_matches('/').to_owned()),
-            issuer: spec.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
+            audience_base: spec.audience_base.map_or_else(
+                || DEFAULT_AUDIENCE_BASE.to_owned(),
+                |b| b.trim_end_matches('/').to_owned(),
+            ),
+            tokens_path: self.path_setting(spec.tokens_path, DEFAULT_TOKENS_PATH, "server.tokens_path"),
+            jwks_path: self.path_setting(spec.jwks_path, DEFAULT_JWKS_PATH, "server.jwks_path"),
+            metadata_path: self.path_setting(
+                spec.metadata_path,
+                DEFAULT_METADATA_PATH,
+                "server.metadata_path",
+            ),
+            issuer,
+            public_url,
+            cors_origins,
+            log_format,
+        }
+    }
+
+    fn path_setting(&mut self, setting: Option<PathSetting>, default: &str, path: &str) -> Option<String> {
+        match setting {
+            None | Some(PathSetting::Enabled(true)) => Some(default.to_owned()),
+            Some(PathSetting::Enabled(false)) => None,
+            Some(PathSetting::Path(p)) if p.starts_with('/') => Some(p),
+            Some(PathSetting::Path(p)) => {
+                self.error(None, path, &format!("{p:?} must start with `/` (or be false to turn it off)"));
+                None
+            }
         }
     }
 
     fn proxy(&mut self, spec: ProxySpec, providers: &[Arc<TokenProvider>]) -> ProxyConfig {
-        if let Some(service) = &spec.service
-            && !providers.iter().any(|p| &p.service == service)
-        {
-            self.error(
-                None,
-                "proxy.service",
-                &format!("no [[token_providers]] entry has service {service:?}"),
-            );
+        let check_service = |loader: &mut Self, service: &str, path: &str| {
+            if !providers.iter().any(|p| p.service == service) {
+                loader.error(
+                    None,
+                    path,
+                    &format!("no [[token_providers]] entry has service {service:?}"),
+                );
+            }
+        };
+        if let Some(service) = &spec.service {
+            check_service(self, service, "proxy.service");
+        }
+        let on_missing = match spec.on_missing.as_deref() {
+            None | Some("reject") => OnMissing::Reject,
+            Some("forward") => OnMissing::Forward,
+            Some(other) => {
+                self.error(
+                    None,
+                    "proxy.on_missing",
+                    &format!("unknown value {other:?}; expected \"reject\" or \"forward\""),
+                );
+                OnMissing::Reject
+            }
+        };
+        let mut routes = Vec::new();
+        for (i, route) in spec.routes.into_iter().enumerate() {
+            let path = format!("proxy.routes[{i}]");
+            if !route.prefix.starts_with('/') {
+                self.error(None, &format!("{path}.prefix"), "a path prefix starting with `/`");
+            }
+            match (&route.service, route.skip) {
+                (Some(service), false) => check_service(self, service, &format!("{path}.service")),
+                (None, true) => {}
+                _ => self.error(None, &path, "set either service = \"...\" or skip = true"),
+            }
+            routes.push(Route {
+                prefix: route.prefix.trim_end_matches('/').to_owned(),
+                service: route.service.filter(|_| !route.skip),
+            });
+        }
+        let place = Place {
+            path: "proxy".to_owned(),
+            span: 0..0,
+        };
+        let connect_timeout =
+            self.duration(spec.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT, &place, "connect_timeout");
+        let read_timeout =
+            self.duration(spec.read_timeout.as_ref(), DEFAULT_READ_TIMEOUT, &place, "read_timeout");
+        if spec.threads == Some(0) {
+            self.error(None, "proxy.threads", "at least one thread");
         }
         ProxyConfig {
             listen: self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen"),
             upstream: spec.upstream,
             service: spec.service,
+            on_missing,
+            routes,
+            connect_timeout,
+            read_timeout,
+            threads: spec.threads,
         }
     }
 
@@ -641,11 +809,12 @@ impl Loader<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
+        let clients = self.clients(&spec.clients, place);
         let audience = spec.audience.unwrap_or_else(|| match profile {
             Profile::StateBacked => STATEBACKED_AUDIENCE.to_owned(),
             Profile::AccessToken => spec.service.clone(),
         });
-        Some(TokenProvider::new(
+        let mut provider = TokenProvider::new(
             spec.service,
             Arc::clone(key?),
             mapping?,
@@ -653,7 +822,42 @@ impl Loader<'_> {
             profile,
             audience,
             server.issuer.clone(),
-        ))
+        );
+        provider.clients = clients?;
+        Some(provider)
+    }
+
+    fn clients(&mut self, specs: &[ClientSpec], place: &Place) -> Option<Vec<ClientCredential>> {
+        let mut clients = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let client_place = Place {
+                path: format!("{}.clients[{i}]", place.path),
+                span: place.span.clone(),
+            };
+            if spec.id.is_empty() || spec.id.contains(':') {
+                self.error(Some(&client_place), &format!("{}.id", client_place.path), "a non-empty client id without `:`");
+            }
+            let (field, secret) = self.one_secret(
+                &client_place,
+                &[
+                    ("secret_env", spec.secret_env.as_deref(), SecretFrom::Env),
+                    ("secret_file", spec.secret_file.as_deref(), SecretFrom::File),
+                    ("secret", spec.secret.as_deref(), SecretFrom::Inline),
+                ],
+            )?;
+            if field == "secret" {
+                self.warnings.push(format!(
+                    "{}: the client secret is inline in the file; use secret_env or secret_file outside demos",
+                    client_place.path
+                ));
+            }
+            clients.push(ClientCredential {
+                id: spec.id.clone(),
+                secret,
+            });
+        }
+        self.duplicates(clients.iter().map(|c| c.id.clone()), &format!("{}.clients", place.path), "client id");
+        Some(clients)
     }
 
     fn mapping(&mut self, mapping: &serde_json::Map<String, serde_json::Value>, place: &Place) -> Option<ClaimMapper> {

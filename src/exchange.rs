@@ -17,7 +17,9 @@ use crate::idp::IdpSet;
 use crate::idp::jwks::{JwksCache, JwksError, JwksPolicy};
 use crate::idp::verify::{Verifier, VerifyError};
 pub use crate::mint::Minted;
+use crate::mint::keys::SigningKey;
 use crate::mint::{MintError, TokenProvider};
+use crate::token::UnverifiedToken;
 
 /// Default bound on the minted-token cache.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
@@ -69,6 +71,15 @@ pub struct Exchanged {
     pub minted: Arc<Minted>,
     /// Whether it came from the cache.
     pub cached: bool,
+}
+
+/// The proxy's decision on a bearer token.
+#[derive(Debug, Clone)]
+pub enum Authorized {
+    /// An IdP token, exchanged: forward this token instead.
+    Exchanged(Exchanged),
+    /// A token baton minted, verified: forward it as it is.
+    Own,
 }
 
 /// Why an exchange failed. [`ExchangeError::stage`] names the stage.
@@ -157,13 +168,49 @@ impl Exchanger {
     ) -> Result<Exchanged, ExchangeError> {
         let pipeline = self.pipeline.load_full();
         let key = cache_key(pipeline.generation, service, subject_token);
-        if let Some(minted) = self.minted.get(&key).await {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Exchanged {
-                minted,
-                cached: true,
-            });
+        if let Some(hit) = self.cached(&key).await {
+            return Ok(hit);
         }
+        self.run_and_cache(pipeline, key, subject_token, service).await
+    }
+
+    /// What the proxy does with a bearer token: a token baton minted itself (under any of its
+    /// keys, retired ones included) is verified and passed as it is; any other is exchanged.
+    pub async fn authorize(&self, bearer: &str, service: &str) -> Result<Authorized, ExchangeError> {
+        let pipeline = self.pipeline.load_full();
+        let key = cache_key(pipeline.generation, service, bearer);
+        if let Some(hit) = self.cached(&key).await {
+            return Ok(Authorized::Exchanged(hit));
+        }
+        if let Some(own) = pipeline.verify_own(bearer, self.clock.now_unix()) {
+            return own.map(|()| Authorized::Own).map_err(ExchangeError::Token);
+        }
+        self.run_and_cache(pipeline, key, bearer, service)
+            .await
+            .map(Authorized::Exchanged)
+    }
+
+    /// The current Unix time of the exchanger's clock.
+    pub fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    async fn cached(&self, key: &[u8; 32]) -> Option<Exchanged> {
+        let minted = self.minted.get(key).await?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(Exchanged {
+            minted,
+            cached: true,
+        })
+    }
+
+    async fn run_and_cache(
+        &self,
+        pipeline: Arc<Pipeline>,
+        key: [u8; 32],
+        subject_token: &str,
+        service: &str,
+    ) -> Result<Exchanged, ExchangeError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         // Concurrent misses for one key run the pipeline once.
         let minted = self
@@ -214,6 +261,25 @@ impl Pipeline {
             idps,
             providers,
         }
+    }
+
+    /// `Some` when `token` claims to be baton's own (its `kid` is one of baton's keys and its
+    /// `iss` is baton's issuer): then whether its signature and `exp` hold.
+    fn verify_own(&self, token: &str, now: u64) -> Option<Result<(), VerifyError>> {
+        // Cheap test first: only the small header is decoded for IdP tokens.
+        let (header_b64, _) = token.split_once('.')?;
+        let header = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header_b64).ok()?;
+        let header: crate::token::Header = serde_json::from_slice(&header).ok()?;
+        let key = self
+            .config
+            .keys
+            .iter()
+            .find(|k| header.kid.as_deref() == Some(k.id()))?;
+        let parsed = UnverifiedToken::parse(token).ok()?;
+        if parsed.issuer() != Some(self.config.server.issuer.as_str()) {
+            return None;
+        }
+        Some(verify_own_token(key, &parsed, now))
     }
 
     async fn run(
@@ -278,6 +344,34 @@ impl ExchangeError {
             Self::Token(VerifyError::KeysUnavailable(_)) => Fault::Upstream,
             Self::Token(_) | Self::UnknownService(_) => Fault::Client,
         }
+    }
+}
+
+fn verify_own_token(
+    key: &SigningKey,
+    token: &UnverifiedToken<'_>,
+    now: u64,
+) -> Result<(), VerifyError> {
+    if crate::algorithm::parse(&token.header.alg) != Ok(key.algorithm()) {
+        return Err(VerifyError::AlgorithmNotAllowed {
+            alg: token.header.alg.clone(),
+            idp: "baton".to_owned(),
+        });
+    }
+    let signature_ok = jsonwebtoken::crypto::verify(
+        token.signature,
+        token.signing_input.as_bytes(),
+        key.verification_key(),
+        key.algorithm(),
+    )
+    .unwrap_or(false);
+    if !signature_ok {
+        return Err(VerifyError::BadSignature);
+    }
+    match token.claims.get("exp").and_then(Value::as_u64) {
+        None => Err(VerifyError::MissingExpiry),
+        Some(exp) if exp <= now => Err(VerifyError::Expired { exp, now }),
+        Some(_) => Ok(()),
     }
 }
 

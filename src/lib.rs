@@ -14,6 +14,7 @@
 
 pub mod algorithm;
 pub mod clock;
+pub mod errors;
 pub mod config;
 pub mod exchange;
 pub mod explain;
@@ -21,7 +22,10 @@ pub mod idp;
 pub mod keygen;
 pub mod mapping;
 pub mod mint;
+pub mod proxy;
+pub mod published;
 pub mod secret;
+pub mod sts;
 pub mod token;
 
 pub use exchange::{ExchangeError, Exchanger, Minted};

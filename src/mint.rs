@@ -49,7 +49,18 @@ pub struct TokenProvider {
     pub audience: String,
     /// `iss` of minted tokens (`[server] issuer`).
     pub issuer: String,
+    /// Clients that must authenticate to `/tokens` for this provider; empty = public.
+    pub clients: Vec<ClientCredential>,
     encoded_header: String,
+}
+
+/// A client id and secret for `/tokens` client authentication.
+#[derive(Debug, Clone)]
+pub struct ClientCredential {
+    /// `client_id`.
+    pub id: String,
+    /// `client_secret`, compared in constant time.
+    pub secret: crate::secret::Secret,
 }
 
 /// A token baton minted.
@@ -97,6 +108,7 @@ impl TokenProvider {
             profile,
             audience,
             issuer,
+            clients: Vec::new(),
             encoded_header,
         }
     }

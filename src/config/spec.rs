@@ -13,6 +13,13 @@ pub struct ServerSpec {
     pub org: Option<String>,
     pub audience_base: Option<String>,
     pub issuer: Option<String>,
+    /// Base URL of baton's own endpoints in published metadata (default: `issuer`).
+    pub public_url: Option<String>,
+    pub tokens_path: Option<PathSetting>,
+    pub jwks_path: Option<PathSetting>,
+    pub metadata_path: Option<PathSetting>,
+    pub cors_origins: Option<Vec<String>>,
+    pub log_format: Option<String>,
 }
 
 /// `[proxy]`.
@@ -22,6 +29,30 @@ pub struct ProxySpec {
     pub listen: Option<String>,
     pub upstream: Option<String>,
     pub service: Option<String>,
+    pub on_missing: Option<String>,
+    pub connect_timeout: Option<DurationSpec>,
+    pub read_timeout: Option<DurationSpec>,
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One `[[proxy.routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub prefix: String,
+    pub service: Option<String>,
+    #[serde(default)]
+    pub skip: bool,
+}
+
+/// A path that can be changed or turned off: `"/tokens"`, `true` (the default path) or `false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PathSetting {
+    Enabled(bool),
+    Path(String),
 }
 
 /// `[admin]`.
@@ -77,6 +108,20 @@ pub struct TokenProviderSpec {
     pub ttl: Option<DurationSpec>,
     pub profile: Option<String>,
     pub audience: Option<String>,
+    /// When set, `/tokens` requires client authentication for this provider.
+    #[serde(default)]
+    pub clients: Vec<ClientSpec>,
+}
+
+/// A client allowed to call `/tokens` for a provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub id: String,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    /// Inline secret: only for demo configs (`baton check` warns).
+    pub secret: Option<String>,
 }
 
 /// A duration: `"15m"`, `"1h30m"`, `"90s"`, `"250ms"`, or a number of seconds.

@@ -122,7 +122,7 @@ struct Entry {
     current: ArcSwapOption<KeySet>,
     fetch_lock: tokio::sync::Mutex<()>,
     last_kid_refetch: parking_lot::Mutex<Option<Instant>>,
-    last_failure: parking_lot::Mutex<Option<Instant>>,
+    last_failure: parking_lot::Mutex<Option<(Instant, JwksError)>>,
     background_refresh: AtomicBool,
 }
 
@@ -272,6 +272,13 @@ impl JwksCache {
             // Another request fetched while this one waited.
             return Ok(Arc::clone(set));
         }
+        if let Some(error) = entry.failed_since(now) {
+            // Another request's fetch failed while this one waited: share its outcome.
+            return match &current {
+                Some(set) => self.stale_or(set, entry),
+                None => Err(error),
+            };
+        }
         match self.inner.fetch_into(entry).await {
             Ok(set) => Ok(set),
             Err(e) => match &current {
@@ -312,7 +319,10 @@ impl JwksCache {
     }
 
     fn spawn_background_refresh(&self, entry: &Arc<Entry>) {
-        if entry.background_refresh.swap(true, Ordering::AcqRel) {
+        // After a failed refresh, wait `retry_interval` before the next one.
+        if entry.failed_within(self.inner.policy.retry_interval)
+            || entry.background_refresh.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let inner = Arc::clone(&self.inner);
@@ -320,7 +330,7 @@ impl JwksCache {
         tokio::spawn(async move {
             {
                 let _flight = entry.fetch_lock.lock().await;
-                // Failure keeps the current set; the next due request tries again.
+                // Failure keeps the current set; a due request retries after `retry_interval`.
                 let _ = inner.fetch_into(&entry).await;
             }
             entry.background_refresh.store(false, Ordering::Release);
@@ -346,7 +356,7 @@ impl Inner {
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                *entry.last_failure.lock() = Some(Instant::now());
+                *entry.last_failure.lock() = Some((Instant::now(), e.clone()));
                 tracing::warn!(error = %e, "JWKS fetch failed");
                 Err(e)
             }
@@ -429,7 +439,17 @@ impl Entry {
     fn failed_within(&self, interval: Duration) -> bool {
         self.last_failure
             .lock()
-            .is_some_and(|at| at.elapsed() < interval)
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < interval)
+    }
+
+    /// The error of a fetch that failed at or after `since`.
+    fn failed_since(&self, since: Instant) -> Option<JwksError> {
+        self.last_failure
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, e)| e.clone())
     }
 }
 

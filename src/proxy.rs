@@ -1,0 +1,395 @@
+//! The pingora side: baton as the application's front door.
+//!
+//! [`Gateway`] implements pingora's `ProxyHttp`. `request_filter` answers `/tokens` and the
+//! well-known documents itself; for every other request it exchanges the bearer token (or
+//! passes one baton minted), then pingora forwards the request to `[proxy] upstream` with
+//! `Authorization: Bearer <baton token>`. This is the only module that knows pingora.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use serde_json::json;
+
+use crate::config::{Config, OnMissing};
+use crate::errors::{Surface, rejection};
+use crate::exchange::{Authorized, Exchanger};
+use crate::published;
+use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1). `Connection`,
+/// `Upgrade` and `Transfer-Encoding` are pingora's to manage.
+const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "proxy-authorization", "te"];
+
+/// The proxy.
+#[derive(Debug)]
+pub struct Gateway {
+    exchanger: Arc<Exchanger>,
+    upstream: ArcSwap<Upstream>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Where requests go, resolved when the config loads (never per request).
+#[derive(Debug)]
+struct Upstream {
+    peer: Option<Box<HttpPeer>>,
+}
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    authorization: Option<String>,
+    counted: bool,
+}
+
+/// The config's upstream could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve upstream {upstream:?}: {reason}")]
+pub struct UpstreamError {
+    upstream: String,
+    reason: String,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// A gateway over `exchanger`, sending requests to its config's upstream.
+    pub fn new(exchanger: Arc<Exchanger>) -> Result<Self, UpstreamError> {
+        let upstream = Upstream::resolve(&exchanger.config())?;
+        Ok(Self {
+            exchanger,
+            upstream: ArcSwap::from_pointee(upstream),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Swaps in a new config (the exchanger's and the upstream's) atomically.
+    pub fn reload(&self, config: Config) -> Result<(), UpstreamError> {
+        let upstream = Upstream::resolve(&config)?;
+        self.exchanger.reload(config);
+        self.upstream.store(Arc::new(upstream));
+        Ok(())
+    }
+
+    /// Requests being handled now (for draining on shutdown).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.in_flight)
+    }
+
+    /// The exchanger.
+    pub fn exchanger(&self) -> &Arc<Exchanger> {
+        &self.exchanger
+    }
+
+    /// Answers `/tokens`: reads the body (at most 64 KiB) and replies.
+    async fn serve_tokens(&self, session: &mut Session) -> Result<()> {
+        let (method, content_type, authorization, origin, declared_length) = {
+            let header = session.req_header();
+            let get = |name: &str| {
+                header
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            (
+                header.method.as_str().to_owned(),
+                get("content-type"),
+                get("authorization"),
+                get("origin"),
+                get("content-length").and_then(|v| v.parse::<usize>().ok()),
+            )
+        };
+        if declared_length.is_some_and(|len| len > MAX_BODY_BYTES) {
+            return respond(session, &Reply::body_too_large()).await;
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return respond(session, &Reply::body_too_large()).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let request = TokenRequest {
+            method: &method,
+            content_type: content_type.as_deref(),
+            authorization: authorization.as_deref(),
+            origin: origin.as_deref(),
+            body: &body,
+        };
+        let reply = sts::handle(&self.exchanger, &request).await;
+        respond(session, &reply).await
+    }
+
+    /// Answers a well-known document (GET/HEAD, with CORS for listed origins).
+    async fn serve_document(&self, session: &mut Session, config: &Config, document: serde_json::Value) -> Result<()> {
+        let (method, origin) = {
+            let header = session.req_header();
+            let origin = header.headers.get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            (header.method.as_str().to_owned(), origin)
+        };
+        let mut reply = match method.as_str() {
+            "GET" | "HEAD" => Reply {
+                status: 200,
+                headers: vec![("cache-control", "public, max-age=300".to_owned())],
+                content_type: "application/json",
+                body: document.to_string().into_bytes(),
+            },
+            _ => {
+                let mut reply = Reply::oauth_error(405, "invalid_request", "use GET");
+                reply.headers.push(("allow", "GET, HEAD".to_owned()));
+                reply
+            }
+        };
+        if let Some(origin) = sts::cors_origin(config, origin.as_deref()) {
+            reply.headers.push(("access-control-allow-origin", origin.to_owned()));
+            reply.headers.push(("vary", "Origin".to_owned()));
+        }
+        respond(session, &reply).await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        ctx.counted = true;
+        let config = self.exchanger.config();
+        let path = session.req_header().uri.path();
+        if config.server.tokens_path.as_deref() == Some(path) {
+            self.serve_tokens(session).await?;
+            return Ok(true);
+        }
+        if config.server.jwks_path.as_deref() == Some(path) {
+            self.serve_document(session, &config, published::jwks(&config)).await?;
+            return Ok(true);
+        }
+        if config.server.metadata_path.as_deref() == Some(path) {
+            self.serve_document(session, &config, published::metadata(&config)).await?;
+            return Ok(true);
+        }
+
+        let Some(service) = route(&config, path) else {
+            return Ok(false); // a `skip = true` route: untouched
+        };
+        let Some(token) = bearer_token(session.req_header()) else {
+            return match config.proxy.on_missing {
+                OnMissing::Forward => Ok(false),
+                OnMissing::Reject => {
+                    let mut reply = Reply::oauth_error(401, "invalid_request", "a bearer token is required");
+                    reply.headers.push(("www-authenticate", "Bearer realm=\"baton\"".to_owned()));
+                    respond(session, &reply).await?;
+                    Ok(true)
+                }
+            };
+        };
+        let Some(service) = service else {
+            let reply = unauthorized("invalid_token", "no token provider serves this path");
+            respond(session, &reply).await?;
+            return Ok(true);
+        };
+        let started = Instant::now();
+        match self.exchanger.authorize(token, service).await {
+            Ok(Authorized::Own) => Ok(false),
+            Ok(Authorized::Exchanged(exchanged)) => {
+                if !exchanged.cached {
+                    tracing::info!(
+                        target: "baton::exchange",
+                        outcome = "ok",
+                        surface = "proxy",
+                        idp = %exchanged.minted.idp,
+                        service = %service,
+                        cached = false,
+                        latency_us = started.elapsed().as_micros(),
+                    );
+                }
+                ctx.authorization = Some(format!("Bearer {}", exchanged.minted.token));
+                Ok(false)
+            }
+            Err(e) => {
+                sts::log_failure(&e, "proxy", service, started.elapsed().as_micros());
+                let r = rejection(&e, Surface::Proxy);
+                let reply = if r.status == 401 {
+                    unauthorized(r.error, r.description)
+                } else {
+                    Reply::oauth_error(r.status, r.error, r.description)
+                };
+                respond(session, &reply).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        match &self.upstream.load().peer {
+            Some(peer) => Ok(peer.clone()),
+            None => Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no [proxy] upstream is configured",
+            )),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(authorization) = ctx.authorization.take() {
+            upstream.insert_header("authorization", authorization)?;
+        }
+        for name in HOP_BY_HOP {
+            upstream.remove_header(name);
+        }
+        // X-Forwarded-*: set from what baton saw; a client's own values are not trusted.
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
+        } else {
+            upstream.remove_header("x-forwarded-for");
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        let host = session
+            .req_header()
+            .headers
+            .get("host")
+            .cloned();
+        match host {
+            Some(host) => upstream.insert_header("x-forwarded-host", host)?,
+            None => {
+                upstream.remove_header("x-forwarded-host");
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => 0, // the client is gone or sent garbage
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            let description = match code {
+                502 => "the upstream is unavailable",
+                504 => "the upstream timed out",
+                _ => "the request could not be proxied",
+            };
+            let body = json!({ "error": "bad_gateway", "error_description": description });
+            let reply = Reply {
+                status: code,
+                headers: Vec::new(),
+                content_type: "application/json",
+                body: body.to_string().into_bytes(),
+            };
+            if let Err(write_error) = respond(session, &reply).await {
+                tracing::debug!(error = %write_error, "could not answer a failed proxy request");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.counted {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    fn resolve(config: &Config) -> Result<Self, UpstreamError> {
+        let Some(upstream) = &config.proxy.upstream else {
+            return Ok(Self { peer: None });
+        };
+        let fail = |reason: String| UpstreamError {
+            upstream: upstream.clone(),
+            reason,
+        };
+        let addr: SocketAddr = upstream
+            .to_socket_addrs()
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("no address".to_owned()))?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(config.proxy.connect_timeout);
+        peer.options.read_timeout = Some(config.proxy.read_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        Ok(Self {
+            peer: Some(Box::new(peer)),
+        })
+    }
+}
+
+/// The service for `path`: the first matching route's, else `[proxy] service`.
+/// `None` means a `skip` route (pass untouched); `Some(None)`, that no service applies.
+fn route<'c>(config: &'c Config, path: &str) -> Option<Option<&'c str>> {
+    for route in &config.proxy.routes {
+        let matches = path.strip_prefix(route.prefix.as_str()).is_some_and(|rest| {
+            route.prefix.is_empty() || rest.is_empty() || rest.starts_with('/')
+        });
+        if matches {
+            return route.service.as_deref().map(Some);
+        }
+    }
+    Some(config.proxy.service.as_deref())
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
+fn bearer_token(header: &RequestHeader) -> Option<&str> {
+    let value = header.headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 401 with `WWW-Authenticate: Bearer error="…", error_description="…"` (RFC 6750 §3).
+fn unauthorized(error: &str, description: &str) -> Reply {
+    let mut reply = Reply::oauth_error(401, error, description);
+    reply.headers.push((
+        "www-authenticate",
+        format!("Bearer realm=\"baton\", error=\"{error}\", error_description=\"{description}\""),
+    ));
+    reply
+}
+
+/// Writes `reply` as the whole response.
+async fn respond(session: &mut Session, reply: &Reply) -> Result<()> {
+    let mut header = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
+    for (name, value) in &reply.headers {
+        header.insert_header(*name, value.as_str())?;
+    }
+    if !reply.body.is_empty() {
+        header.insert_header("content-type", reply.content_type)?;
+    }
+    header.insert_header("content-length", reply.body.len().to_string())?;
+    let empty = reply.body.is_empty();
+    session.write_response_header(Box::new(header), empty).await?;
+    if !empty {
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true)
+            .await?;
+    }
+    Ok(())
+}
