@@ -14,6 +14,7 @@
 
 pub mod algorithm;
 pub mod clock;
+pub mod demo;
 pub mod errors;
 pub mod config;
 pub mod exchange;
@@ -25,7 +26,9 @@ pub mod mint;
 pub mod proxy;
 pub mod published;
 pub mod secret;
+pub mod server;
 pub mod sts;
+pub mod telemetry;
 pub mod token;
 
 pub use exchange::{ExchangeError, Exchanger, Minted};

@@ -1,4 +1,4 @@
-//! The `baton` command: `check`, `explain`, `keys generate`.
+//! The `baton` command: `serve`, `demo`, `check`, `explain`, `keys generate`.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use baton::clock::{FixedClock, SharedClock, SystemClock};
-use baton::config::Config;
+use baton::config::{Config, LogFormat};
 use baton::exchange::{Exchanger, ExchangerOptions};
 use clap::{Parser, Subcommand};
 
@@ -20,6 +20,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the sidecar: the proxy, `POST /tokens`, the published keys.
+    Serve {
+        /// The TOML config file (reloaded on SIGHUP).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log format, overriding `[server] log_format`: human or json.
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Start a complete local setup (demo IdP, echo upstream, baton) and print what to try.
+    Demo {
+        /// baton's port; the IdP uses the next one, the echo upstream the one after.
+        /// 0 picks free ports.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// Validate a config file: print every error, or a summary of what it loads.
     Check {
         /// The TOML config file.
@@ -64,6 +80,8 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config, log_format } => serve(config, log_format.as_deref()),
+        Command::Demo { port } => demo(port),
         Command::Check { config } => check(&config),
         Command::Explain {
             config,
@@ -74,6 +92,67 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
         } => generate(&alg, out),
+    }
+}
+
+fn serve(path: PathBuf, log_format: Option<&str>) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{}: {errors}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = match log_format {
+        None => config.server.log_format,
+        Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            eprintln!("unknown --log-format {other:?}; expected human or json");
+            return ExitCode::FAILURE;
+        }
+    };
+    baton::telemetry::init(format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let Some(runtime) = runtime(config.proxy.threads) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(baton::server::run(path, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(port: u16) -> ExitCode {
+    baton::telemetry::init(LogFormat::Human);
+    let Some(runtime) = runtime(None) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(baton::demo::run(baton::demo::DemoOptions { port })) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
     }
 }
 

@@ -33,7 +33,7 @@ const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "proxy-authoriz
 #[derive(Debug)]
 pub struct Gateway {
     exchanger: Arc<Exchanger>,
-    upstream: ArcSwap<Upstream>,
+    upstream: Arc<ArcSwap<Upstream>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -66,9 +66,19 @@ impl Gateway {
         let upstream = Upstream::resolve(&exchanger.config())?;
         Ok(Self {
             exchanger,
-            upstream: ArcSwap::from_pointee(upstream),
+            upstream: Arc::new(ArcSwap::from_pointee(upstream)),
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// A second handle on the same gateway state (pingora's app owns its `ProxyHttp` by
+    /// value; reloads through either handle are seen by both).
+    pub fn clone_shared(this: &Self) -> Self {
+        Self {
+            exchanger: Arc::clone(&this.exchanger),
+            upstream: Arc::clone(&this.upstream),
+            in_flight: Arc::clone(&this.in_flight),
+        }
     }
 
     /// Swaps in a new config (the exchanger's and the upstream's) atomically.

@@ -1,0 +1,250 @@
+//! `baton demo`: a complete local setup with no external service.
+//!
+//! It starts, all on 127.0.0.1:
+//! - a demo IdP with its own RS256 key, JWKS, OIDC discovery, and `GET /token?user=NAME`
+//!   that issues a token for any user name;
+//! - an echo upstream that answers with what it received (method, path, headers, and the
+//!   claims of the token baton put in `Authorization`);
+//! - baton, configured to trust the IdP through discovery and to mint ES256 tokens in State
+//!   Backed's format for the service `demo-app`;
+//!
+//! then prints the commands to try.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::{Clock as _, SystemClock};
+use crate::config::Config;
+use crate::exchange::ExchangerOptions;
+use crate::keygen;
+use crate::mint::keys::SigningKey;
+use crate::server::{App, DEFAULT_GRACE_PERIOD};
+
+/// The service the demo's token provider serves.
+pub const DEMO_SERVICE: &str = "demo-app";
+/// The audience of the demo IdP's tokens.
+pub const DEMO_AUDIENCE: &str = "demo-app";
+
+/// Where the demo listens: baton on `port`, the IdP on `port + 1`, the echo upstream on
+/// `port + 2`; with `port` 0, all three on ephemeral ports.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// baton's port.
+    pub port: u16,
+}
+
+/// The demo could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DemoError(String);
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let bind = |offset: u16| async move {
+        let port = if options.port == 0 { 0 } else { options.port + offset };
+        TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+            DemoError(format!(
+                "cannot listen on 127.0.0.1:{port}: {e} (choose other ports with `baton demo --port N`)"
+            ))
+        })
+    };
+    let baton_listener = bind(0).await?;
+    let idp_listener = bind(1).await?;
+    let echo_listener = bind(2).await?;
+    let addr = |l: &TcpListener| l.local_addr().map_err(|e| DemoError(e.to_string()));
+    let (baton_addr, idp_addr, echo_addr) = (addr(&baton_listener)?, addr(&idp_listener)?, addr(&echo_listener)?);
+
+    let idp_key = keygen::generate(jsonwebtoken::Algorithm::RS256).map_err(|e| DemoError(e.to_string()))?;
+    let idp_key = Arc::new(
+        SigningKey::from_private_pem("demo-idp-key", jsonwebtoken::Algorithm::RS256, idp_key.material.expose())
+            .map_err(|e| DemoError(e.to_string()))?,
+    );
+    let issuer = format!("http://{idp_addr}");
+    tokio::spawn(serve_http(idp_listener, {
+        let (key, issuer) = (Arc::clone(&idp_key), issuer.clone());
+        move |req| idp(req, Arc::clone(&key), issuer.clone())
+    }));
+    tokio::spawn(serve_http(echo_listener, |req| async move { echo(req) }));
+
+    let dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| DemoError(format!("cannot create {}: {e}", dir.display())))?;
+    let baton_key = keygen::generate(jsonwebtoken::Algorithm::ES256).map_err(|e| DemoError(e.to_string()))?;
+    std::fs::write(dir.join("demo-es256.pem"), baton_key.material.expose())
+        .map_err(|e| DemoError(format!("cannot write the demo key: {e}")))?;
+    let source = demo_config(&issuer, baton_addr, echo_addr);
+    let config = Config::from_toml(&source, &dir, &|_| None).map_err(|e| DemoError(e.to_string()))?;
+    let app = App::new(config, ExchangerOptions::default()).map_err(|e| DemoError(e.to_string()))?;
+
+    println!("{}", instructions(baton_addr, idp_addr, echo_addr));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown_tx.send(true);
+    });
+    app.serve(baton_listener, shutdown_rx, DEFAULT_GRACE_PERIOD).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The demo's config: this is what a real one looks like (see `config/`).
+fn demo_config(issuer: &str, baton: SocketAddr, echo: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+org = "org_demo"
+issuer = "http://{baton}"
+
+[proxy]
+listen = "{baton}"
+upstream = "{echo}"
+service = "{DEMO_SERVICE}"
+
+[[keys]]
+id = "sbk_demo"
+algorithm = "ES256"
+private_key_file = "demo-es256.pem"
+
+[[idps]]
+name = "demo-idp"
+issuer = "{issuer}"
+audience = "{DEMO_AUDIENCE}"
+algorithms = ["RS256"]
+discovery = true
+mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", provider = "demo-idp" }}
+
+[[token_providers]]
+service = "{DEMO_SERVICE}"
+key = "sbk_demo"
+ttl = "15m"
+mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "provider.$" = "$.provider" }}
+"#
+    )
+}
+
+fn instructions(baton: SocketAddr, idp: SocketAddr, echo: SocketAddr) -> String {
+    format!(
+        "baton demo is running (Ctrl-C to stop):
+  demo IdP       http://{idp}   issues RS256 tokens for any user name
+  baton          http://{baton}   proxy, POST /tokens, /.well-known/jwks.json
+  echo upstream  http://{echo}   the app: answers with what it received
+
+Try:
+  TOKEN=$(curl -s 'http://{idp}/token?user=alice')
+  curl -s -H \"Authorization: Bearer $TOKEN\" http://{baton}/hello
+  curl -s http://{baton}/tokens -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange -d audience={DEMO_SERVICE} --data-urlencode \"subject_token=$TOKEN\"
+  curl -s -i http://{baton}/hello
+  curl -s http://{baton}/.well-known/jwks.json
+"
+    )
+}
+
+async fn serve_http<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn reply(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert("content-type", value);
+    }
+    response
+}
+
+/// The demo IdP.
+async fn idp(req: Request<Incoming>, key: Arc<SigningKey>, issuer: String) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/.well-known/openid-configuration" => reply(
+            200,
+            "application/json",
+            json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }).to_string(),
+        ),
+        "/jwks.json" => reply(
+            200,
+            "application/json",
+            json!({ "keys": [key.public_jwk()] }).to_string(),
+        ),
+        "/token" => {
+            let user = req
+                .uri()
+                .query()
+                .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "user"))
+                .map_or_else(|| "demo-user".to_owned(), |(_, v)| v.into_owned());
+            let now = SystemClock.now_unix();
+            let claims = json!({
+                "iss": issuer, "aud": DEMO_AUDIENCE, "sub": format!("user|{user}"),
+                "email": format!("{user}@example.com"), "roles": ["reader"],
+                "iat": now, "exp": now + 3600,
+            });
+            let header = json!({ "alg": "RS256", "kid": key.id(), "typ": "JWT" });
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            match key.sign(input.as_bytes()) {
+                Ok(signature) => reply(200, "text/plain", format!("{input}.{signature}")),
+                Err(e) => reply(500, "text/plain", e.to_string()),
+            }
+        }
+        _ => reply(404, "text/plain", "not found".to_owned()),
+    }
+}
+
+/// The echo upstream: what a real app would receive from baton.
+fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    // Decoded without verification, for display: the app itself would verify it with
+    // baton's key (`/.well-known/jwks.json`).
+    let token_claims = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| token.split('.').nth(1))
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    let body = json!({
+        "received": {
+            "method": req.method().as_str(),
+            "path": req.uri().path(),
+            "headers": headers,
+        },
+        "baton_token_claims": token_claims,
+    });
+    reply(200, "application/json", format!("{body:#}\n"))
+}

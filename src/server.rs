@@ -1,0 +1,197 @@
+//! Running the gateway: the accept loop, draining on shutdown, reloading on SIGHUP.
+//!
+//! pingora's `Server` owns its runtimes and exits the process; baton drives pingora's
+//! HTTP app from its own tokio accept loop instead, so that it can bind any listener
+//! (tests use `127.0.0.1:0`), drain on SIGTERM, and reload in place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::ServerConf;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::exchange::{Exchanger, ExchangerOptions};
+use crate::proxy::Gateway;
+
+/// How long SIGTERM waits for in-flight requests unless configured otherwise.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// The gateway's HTTP app and what it needs to run.
+#[derive(Clone)]
+pub struct App {
+    gateway: Arc<Gateway>,
+    http: Arc<HttpProxy<Gateway>>,
+}
+
+/// Building the app failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The JWKS client could not be built.
+    #[error(transparent)]
+    Jwks(#[from] crate::idp::jwks::JwksError),
+    /// The upstream could not be resolved.
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
+}
+
+// === impl App ===
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("gateway", &self.gateway).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds the exchanger and the pingora app for `config`.
+    pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, StartError> {
+        let exchanger = Arc::new(Exchanger::new(config, options)?);
+        let gateway = Arc::new(Gateway::new(exchanger)?);
+        // The app owns a `Gateway` by value; both share the exchanger and counters.
+        let http = Arc::new(pingora::proxy::http_proxy(
+            &Arc::new(ServerConf::default()),
+            Gateway::clone_shared(&gateway),
+        ));
+        Ok(Self { gateway, http })
+    }
+
+    /// The gateway (for reloads and metrics).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Accepts connections on `listener` until `shutdown` turns true, then waits up to
+    /// `grace` for in-flight requests before returning (dropping idle connections).
+    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // Small responses go out at once rather than waiting on Nagle.
+                        let _ = stream.set_nodelay(true);
+                        let http = Arc::clone(&self.http);
+                        let watch = shutdown.clone();
+                        connections.spawn(async move {
+                            let stream = pingora_stream(stream, peer);
+                            let mut reused = http.process_new(stream, &watch).await;
+                            while let Some(stream) = reused {
+                                reused = http.process_new(stream, &watch).await;
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, typically: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        let in_flight = self.gateway.in_flight();
+        let deadline = Instant::now() + grace;
+        while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = in_flight.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(requests = left, "grace period over; dropping requests still in flight");
+        }
+    }
+}
+
+/// Wraps an accepted socket as pingora does, so that sessions know the client's address.
+fn pingora_stream(stream: tokio::net::TcpStream, peer: std::net::SocketAddr) -> pingora::protocols::Stream {
+    use pingora::protocols::{GetSocketDigest as _, SocketDigest};
+    use std::os::fd::AsRawFd as _;
+    let mut stream = L4Stream::from(stream);
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    // A digest made just now has an empty cell, so `set` cannot fail.
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    stream.set_socket_digest(digest);
+    Box::new(stream)
+}
+
+/// Reloads the config file into `gateway`; a bad file is logged and the old config kept.
+pub fn reload(gateway: &Gateway, path: &Path) -> bool {
+    match Config::load(path) {
+        Ok(config) => match gateway.reload(config) {
+            Ok(()) => {
+                tracing::info!(
+                    generation = gateway.exchanger().generation(),
+                    "configuration reloaded"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+                false
+            }
+        },
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+            }
+            false
+        }
+    }
+}
+
+/// `baton serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP.
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
+    let listen = config.proxy.listen;
+    let app = App::new(config, ExchangerOptions::default()).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "baton is serving");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let signals = tokio::spawn(handle_signals(
+        Arc::clone(app.gateway()),
+        config_path,
+        shutdown_tx,
+    ));
+    app.serve(listener, shutdown_rx, DEFAULT_GRACE_PERIOD).await;
+    signals.abort();
+    tracing::info!("baton stopped");
+    Ok(())
+}
+
+async fn handle_signals(gateway: Arc<Gateway>, config_path: PathBuf, shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                reload(&gateway, &config_path);
+            }
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = shutdown.send(true);
+}
