@@ -27,4 +27,7 @@ if [ -f tests/interop/package.json ]; then
   fi
 fi
 
-exec cargo test --all-targets "$@"
+if [ $# -gt 0 ]; then
+  exec cargo test "$@"
+fi
+exec cargo test --all-targets
