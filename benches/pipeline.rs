@@ -82,7 +82,10 @@ mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "o
 }
 
 fn hs256_mint_key() -> (&'static str, String) {
-    ("HS256", "secret = \"sbsec_bench_secret_0123456789abcdef\"".to_owned())
+    (
+        "HS256",
+        "secret = \"sbsec_bench_secret_0123456789abcdef\"".to_owned(),
+    )
 }
 
 fn claims(i: usize) -> Value {
@@ -97,7 +100,8 @@ fn claims(i: usize) -> Value {
 use baton::clock::Clock as _;
 
 fn sign(key: &SigningKey, claims: &Value) -> String {
-    let header = json!({ "alg": baton::algorithm::name(key.algorithm()), "kid": "idp", "typ": "JWT" });
+    let header =
+        json!({ "alg": baton::algorithm::name(key.algorithm()), "kid": "idp", "typ": "JWT" });
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -108,13 +112,21 @@ fn sign(key: &SigningKey, claims: &Value) -> String {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn verify(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("verify");
-    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA, Algorithm::HS256] {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::HS256,
+    ] {
         let idp = idp_key(alg);
         let (mint_alg, mint_key) = hs256_mint_key();
         let config = config(&idp, mint_alg, &mint_key);
@@ -127,7 +139,8 @@ fn verify(c: &mut Criterion) {
         group.bench_function(baton::algorithm::name(alg), |b| {
             b.iter(|| {
                 let mut trace = Trace::off();
-                rt.block_on(verifier.verify(&idps, black_box(&token), &mut trace)).unwrap()
+                rt.block_on(verifier.verify(&idps, black_box(&token), &mut trace))
+                    .unwrap()
             });
         });
     }
@@ -156,7 +169,11 @@ fn mint(c: &mut Criterion) {
     let idp = idp_key(Algorithm::HS256);
     for (name, mint_alg, mint_key) in [
         ("HS256", "HS256", hs256_mint_key().1),
-        ("ES256", "ES256", format!("private_key_file = \"{}\"", es256_path.display())),
+        (
+            "ES256",
+            "ES256",
+            format!("private_key_file = \"{}\"", es256_path.display()),
+        ),
     ] {
         let config = config(&idp, mint_alg, &mint_key);
         let provider = Arc::clone(config.provider("app").unwrap());
@@ -166,7 +183,12 @@ fn mint(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 provider
-                    .mint(claims.clone(), u64::MAX, 1_800_000_000, Arc::clone(&idp_name))
+                    .mint(
+                        claims.clone(),
+                        u64::MAX,
+                        1_800_000_000,
+                        Arc::clone(&idp_name),
+                    )
                     .unwrap()
             });
         });
@@ -178,9 +200,15 @@ fn pipeline(c: &mut Criterion) {
     let rt = runtime();
     let idp = idp_key(Algorithm::RS256);
     let (mint_alg, mint_key) = hs256_mint_key();
-    let exchanger = Exchanger::new(config(&idp, mint_alg, &mint_key), ExchangerOptions::default()).unwrap();
+    let exchanger = Exchanger::new(
+        config(&idp, mint_alg, &mint_key),
+        ExchangerOptions::default(),
+    )
+    .unwrap();
     const DISTINCT: usize = 20_000;
-    let tokens: Vec<String> = (0..DISTINCT).map(|i| sign(&idp.signing, &claims(i))).collect();
+    let tokens: Vec<String> = (0..DISTINCT)
+        .map(|i| sign(&idp.signing, &claims(i)))
+        .collect();
 
     let mut group = c.benchmark_group("pipeline");
     let mut next = 0usize;
@@ -194,7 +222,9 @@ fn pipeline(c: &mut Criterion) {
                     next = 0;
                 }
                 let start = Instant::now();
-                let out = rt.block_on(exchanger.exchange(&tokens[next], "app")).unwrap();
+                let out = rt
+                    .block_on(exchanger.exchange(&tokens[next], "app"))
+                    .unwrap();
                 elapsed += start.elapsed();
                 assert!(!out.cached);
                 next += 1;
@@ -206,7 +236,9 @@ fn pipeline(c: &mut Criterion) {
     rt.block_on(exchanger.exchange(warm, "app")).unwrap();
     group.bench_function("warm/cache-hit", |b| {
         b.iter(|| {
-            let out = rt.block_on(exchanger.exchange(black_box(warm), "app")).unwrap();
+            let out = rt
+                .block_on(exchanger.exchange(black_box(warm), "app"))
+                .unwrap();
             debug_assert!(out.cached);
             out
         });
@@ -221,9 +253,16 @@ fn pipeline(c: &mut Criterion) {
     let encoding = EncodingKey::from_secret(b"sbsec_bench_secret_0123456789abcdef");
     c.bench_function("baseline/rs256-verify+hs256-sign", |b| {
         b.iter(|| {
-            let ok = jsonwebtoken::crypto::verify(signature, input.as_bytes(), &decoding, Algorithm::RS256).unwrap();
+            let ok = jsonwebtoken::crypto::verify(
+                signature,
+                input.as_bytes(),
+                &decoding,
+                Algorithm::RS256,
+            )
+            .unwrap();
             assert!(ok);
-            jsonwebtoken::crypto::sign(black_box(input.as_bytes()), &encoding, Algorithm::HS256).unwrap()
+            jsonwebtoken::crypto::sign(black_box(input.as_bytes()), &encoding, Algorithm::HS256)
+                .unwrap()
         });
     });
 }

@@ -218,7 +218,9 @@ impl Config {
         if loader.errors.is_empty() {
             Ok(config)
         } else {
-            loader.errors.sort_by_key(|e| (e.position.is_none(), e.position));
+            loader
+                .errors
+                .sort_by_key(|e| (e.position.is_none(), e.position));
             Err(ConfigErrors(loader.errors))
         }
     }
@@ -268,10 +270,7 @@ impl Loader<'_> {
         self.duplicates(keys.iter().map(|k| k.id().to_owned()), "keys", "key id");
         let idps: Vec<(Arc<IdentityProvider>, Place)> = idps
             .into_iter()
-            .filter_map(|(spec, place)| {
-                self.idp(spec, &place)
-                    .map(|idp| (Arc::new(idp), place))
-            })
+            .filter_map(|(spec, place)| self.idp(spec, &place).map(|idp| (Arc::new(idp), place)))
             .collect();
         self.duplicate_idps(&idps);
         let providers: Vec<Arc<TokenProvider>> = providers
@@ -286,7 +285,11 @@ impl Loader<'_> {
         );
         let proxy = self.proxy(proxy, &providers);
         let admin = AdminConfig {
-            listen: self.socket_addr(admin.listen.as_deref(), DEFAULT_ADMIN_LISTEN, "admin.listen"),
+            listen: self.socket_addr(
+                admin.listen.as_deref(),
+                DEFAULT_ADMIN_LISTEN,
+                "admin.listen",
+            ),
             token_env: admin.token_env,
         };
         Config {
@@ -300,18 +303,30 @@ impl Loader<'_> {
         }
     }
 
-    fn section<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, path: &str) -> Option<T> {
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<T> {
         let span = value.span();
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(spec) => Some(spec),
             Err(e) => {
-                self.error_at(e.span().or(Some(span)), path.to_owned(), e.message().to_owned());
+                self.error_at(
+                    e.span().or(Some(span)),
+                    path.to_owned(),
+                    e.message().to_owned(),
+                );
                 None
             }
         }
     }
 
-    fn array<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, name: &str) -> Vec<(T, Place)> {
+    fn array<T: DeserializeOwned>(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        name: &str,
+    ) -> Vec<(T, Place)> {
         let span = value.span();
         let DeValue::Array(items) = value.into_inner() else {
             self.error_at(
@@ -366,7 +381,9 @@ impl Loader<'_> {
                     &format!("server.cors_origins[{i}]"),
                     "list origins explicitly; `*` would let any site exchange its users' tokens",
                 );
-            } else if url::Url::parse(origin).map_or(true, |u| u.origin().ascii_serialization() != *origin) {
+            } else if url::Url::parse(origin)
+                .map_or(true, |u| u.origin().ascii_serialization() != *origin)
+            {
                 self.error(
                     None,
                     &format!("server.cors_origins[{i}]"),
@@ -380,7 +397,11 @@ impl Loader<'_> {
                 || DEFAULT_AUDIENCE_BASE.to_owned(),
                 |b| b.trim_end_matches('/').to_owned(),
             ),
-            tokens_path: self.path_setting(spec.tokens_path, DEFAULT_TOKENS_PATH, "server.tokens_path"),
+            tokens_path: self.path_setting(
+                spec.tokens_path,
+                DEFAULT_TOKENS_PATH,
+                "server.tokens_path",
+            ),
             jwks_path: self.path_setting(spec.jwks_path, DEFAULT_JWKS_PATH, "server.jwks_path"),
             metadata_path: self.path_setting(
                 spec.metadata_path,
@@ -394,13 +415,22 @@ impl Loader<'_> {
         }
     }
 
-    fn path_setting(&mut self, setting: Option<PathSetting>, default: &str, path: &str) -> Option<String> {
+    fn path_setting(
+        &mut self,
+        setting: Option<PathSetting>,
+        default: &str,
+        path: &str,
+    ) -> Option<String> {
         match setting {
             None | Some(PathSetting::Enabled(true)) => Some(default.to_owned()),
             Some(PathSetting::Enabled(false)) => None,
             Some(PathSetting::Path(p)) if p.starts_with('/') => Some(p),
             Some(PathSetting::Path(p)) => {
-                self.error(None, path, &format!("{p:?} must start with `/` (or be false to turn it off)"));
+                self.error(
+                    None,
+                    path,
+                    &format!("{p:?} must start with `/` (or be false to turn it off)"),
+                );
                 None
             }
         }
@@ -435,7 +465,11 @@ impl Loader<'_> {
         for (i, route) in spec.routes.into_iter().enumerate() {
             let path = format!("proxy.routes[{i}]");
             if !route.prefix.starts_with('/') {
-                self.error(None, &format!("{path}.prefix"), "a path prefix starting with `/`");
+                self.error(
+                    None,
+                    &format!("{path}.prefix"),
+                    "a path prefix starting with `/`",
+                );
             }
             match (&route.service, route.skip) {
                 (Some(service), false) => check_service(self, service, &format!("{path}.service")),
@@ -451,10 +485,18 @@ impl Loader<'_> {
             path: "proxy".to_owned(),
             span: 0..0,
         };
-        let connect_timeout =
-            self.duration(spec.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT, &place, "connect_timeout");
-        let read_timeout =
-            self.duration(spec.read_timeout.as_ref(), DEFAULT_READ_TIMEOUT, &place, "read_timeout");
+        let connect_timeout = self.duration(
+            spec.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            &place,
+            "connect_timeout",
+        );
+        let read_timeout = self.duration(
+            spec.read_timeout.as_ref(),
+            DEFAULT_READ_TIMEOUT,
+            &place,
+            "read_timeout",
+        );
         if spec.threads == Some(0) {
             self.error(None, "proxy.threads", "at least one thread");
         }
@@ -473,7 +515,11 @@ impl Loader<'_> {
     fn socket_addr(&mut self, text: Option<&str>, default: &str, path: &str) -> SocketAddr {
         let text = text.unwrap_or(default);
         text.parse().unwrap_or_else(|_| {
-            self.error(None, path, &format!("`{text}` is not an address like 127.0.0.1:8080"));
+            self.error(
+                None,
+                path,
+                &format!("`{text}` is not an address like 127.0.0.1:8080"),
+            );
             // Never served: the config is rejected with the error above.
             SocketAddr::from(([127, 0, 0, 1], 0))
         })
@@ -482,7 +528,11 @@ impl Loader<'_> {
     fn key(&mut self, spec: KeySpec, place: &Place) -> Option<SigningKey> {
         let at = Some(place);
         if spec.id.is_empty() {
-            self.error(at, &format!("{}.id", place.path), "a non-empty key id, e.g. \"sbk_main\"");
+            self.error(
+                at,
+                &format!("{}.id", place.path),
+                "a non-empty key id, e.g. \"sbk_main\"",
+            );
         }
         let alg = match algorithm::parse(&spec.algorithm) {
             Ok(alg) => alg,
@@ -497,8 +547,16 @@ impl Loader<'_> {
                 ("secret_env", spec.secret_env.as_deref(), SecretFrom::Env),
                 ("secret_file", spec.secret_file.as_deref(), SecretFrom::File),
                 ("secret", spec.secret.as_deref(), SecretFrom::Inline),
-                ("private_key_env", spec.private_key_env.as_deref(), SecretFrom::Env),
-                ("private_key_file", spec.private_key_file.as_deref(), SecretFrom::File),
+                (
+                    "private_key_env",
+                    spec.private_key_env.as_deref(),
+                    SecretFrom::Env,
+                ),
+                (
+                    "private_key_file",
+                    spec.private_key_file.as_deref(),
+                    SecretFrom::File,
+                ),
             ],
         )?;
         let (field, material) = secret;
@@ -510,7 +568,10 @@ impl Loader<'_> {
                 self.error(
                     at,
                     &format!("{}.{field}", place.path),
-                    &format!("{} is HMAC: give secret_env or secret_file, not a private key", spec.algorithm),
+                    &format!(
+                        "{} is HMAC: give secret_env or secret_file, not a private key",
+                        spec.algorithm
+                    ),
                 );
                 return None;
             }
@@ -518,7 +579,10 @@ impl Loader<'_> {
                 self.error(
                     at,
                     &format!("{}.{field}", place.path),
-                    &format!("{} needs a private key: give private_key_file or private_key_env", spec.algorithm),
+                    &format!(
+                        "{} needs a private key: give private_key_file or private_key_env",
+                        spec.algorithm
+                    ),
                 );
                 return None;
             }
@@ -548,7 +612,11 @@ impl Loader<'_> {
         let names: Vec<&str> = sources.iter().map(|(n, _, _)| *n).collect();
         match set.as_slice() {
             [] => {
-                self.error(Some(place), &place.path, &format!("no key material: set one of {}", names.join(", ")));
+                self.error(
+                    Some(place),
+                    &place.path,
+                    &format!("no key material: set one of {}", names.join(", ")),
+                );
                 None
             }
             [(field, Some(value), from)] => {
@@ -578,7 +646,10 @@ impl Loader<'_> {
                 self.error(
                     Some(place),
                     &place.path,
-                    &format!("several key sources ({}); set exactly one", given.join(", ")),
+                    &format!(
+                        "several key sources ({}); set exactly one",
+                        given.join(", ")
+                    ),
                 );
                 None
             }
@@ -630,7 +701,12 @@ impl Loader<'_> {
         })
     }
 
-    fn idp_key_source(&mut self, spec: &IdpSpec, place: &Place, algorithms: &[Algorithm]) -> Option<KeySource> {
+    fn idp_key_source(
+        &mut self,
+        spec: &IdpSpec,
+        place: &Place,
+        algorithms: &[Algorithm],
+    ) -> Option<KeySource> {
         let at = Some(place);
         let path = &place.path;
         let mut sources = Vec::new();
@@ -640,7 +716,11 @@ impl Loader<'_> {
         if spec.discovery {
             sources.push("discovery");
         }
-        for (name, set) in [("key", spec.key.is_some()), ("key_env", spec.key_env.is_some()), ("key_file", spec.key_file.is_some())] {
+        for (name, set) in [
+            ("key", spec.key.is_some()),
+            ("key_env", spec.key_env.is_some()),
+            ("key_file", spec.key_file.is_some()),
+        ] {
             if set {
                 sources.push(name);
             }
@@ -682,7 +762,11 @@ impl Loader<'_> {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
                     return Some(KeySource::JwksUrl(url.clone()));
                 }
-                _ => self.error(at, &format!("{path}.jwks_url"), &format!("`{url}` is not an http(s) URL")),
+                _ => self.error(
+                    at,
+                    &format!("{path}.jwks_url"),
+                    &format!("`{url}` is not an http(s) URL"),
+                ),
             }
             return None;
         }
@@ -691,7 +775,11 @@ impl Loader<'_> {
                 refuse_hmac_with(self, "OIDC discovery");
             }
             if spec.issuer.is_none() {
-                self.error(at, &format!("{path}.discovery"), "discovery needs an issuer");
+                self.error(
+                    at,
+                    &format!("{path}.discovery"),
+                    "discovery needs an issuer",
+                );
             }
             return Some(KeySource::Discovery);
         }
@@ -714,7 +802,11 @@ impl Loader<'_> {
             {
                 Ok(bytes) => Secret::new(bytes),
                 Err(_) => {
-                    self.error(at, &format!("{path}.key"), "`key` is the key's bytes in base64url (State Backed's format)");
+                    self.error(
+                        at,
+                        &format!("{path}.key"),
+                        "`key` is the key's bytes in base64url (State Backed's format)",
+                    );
                     return None;
                 }
             }
@@ -731,11 +823,21 @@ impl Loader<'_> {
         for alg in algorithms {
             if alg.family() != key.family {
                 let message = if key.family == AlgorithmFamily::Hmac {
-                    format!("{} needs a public key, but this key is an HMAC secret", algorithm::name(*alg))
+                    format!(
+                        "{} needs a public key, but this key is an HMAC secret",
+                        algorithm::name(*alg)
+                    )
                 } else if algorithm::is_hmac(*alg) {
-                    format!("{} (HMAC) is never verified with a public key", algorithm::name(*alg))
+                    format!(
+                        "{} (HMAC) is never verified with a public key",
+                        algorithm::name(*alg)
+                    )
                 } else {
-                    format!("{} does not fit this {:?} key", algorithm::name(*alg), key.family)
+                    format!(
+                        "{} does not fit this {:?} key",
+                        algorithm::name(*alg),
+                        key.family
+                    )
                 };
                 self.error(at, &format!("{path}.algorithms"), &message);
             }
@@ -767,7 +869,11 @@ impl Loader<'_> {
         }
         let key = keys.iter().find(|k| k.id() == spec.key);
         match key {
-            None => self.error(at, &format!("{path}.key"), &format!("no [[keys]] entry has id {:?}", spec.key)),
+            None => self.error(
+                at,
+                &format!("{path}.key"),
+                &format!("no [[keys]] entry has id {:?}", spec.key),
+            ),
             Some(k) if k.is_retired() => self.error(
                 at,
                 &format!("{path}.key"),
@@ -782,14 +888,20 @@ impl Loader<'_> {
                 self.error(
                     at,
                     &format!("{path}.profile"),
-                    &format!("unknown profile {other:?}; expected \"statebacked\" or \"access_token\""),
+                    &format!(
+                        "unknown profile {other:?}; expected \"statebacked\" or \"access_token\""
+                    ),
                 );
                 Profile::StateBacked
             }
         };
         let ttl = self.duration(spec.ttl.as_ref(), DEFAULT_TTL, place, "ttl");
         if ttl.as_secs() == 0 {
-            self.error(at, &format!("{path}.ttl"), "a lifetime of at least one second");
+            self.error(
+                at,
+                &format!("{path}.ttl"),
+                "a lifetime of at least one second",
+            );
         }
         let mapping = self.mapping(&spec.mapping, place);
         if profile == Profile::AccessToken {
@@ -835,7 +947,11 @@ impl Loader<'_> {
                 span: place.span.clone(),
             };
             if spec.id.is_empty() || spec.id.contains(':') {
-                self.error(Some(&client_place), &format!("{}.id", client_place.path), "a non-empty client id without `:`");
+                self.error(
+                    Some(&client_place),
+                    &format!("{}.id", client_place.path),
+                    "a non-empty client id without `:`",
+                );
             }
             let (field, secret) = self.one_secret(
                 &client_place,
@@ -856,11 +972,19 @@ impl Loader<'_> {
                 secret,
             });
         }
-        self.duplicates(clients.iter().map(|c| c.id.clone()), &format!("{}.clients", place.path), "client id");
+        self.duplicates(
+            clients.iter().map(|c| c.id.clone()),
+            &format!("{}.clients", place.path),
+            "client id",
+        );
         Some(clients)
     }
 
-    fn mapping(&mut self, mapping: &serde_json::Map<String, serde_json::Value>, place: &Place) -> Option<ClaimMapper> {
+    fn mapping(
+        &mut self,
+        mapping: &serde_json::Map<String, serde_json::Value>,
+        place: &Place,
+    ) -> Option<ClaimMapper> {
         match ClaimMapper::compile(mapping) {
             Ok(mapper) => Some(mapper),
             Err(errors) => {
@@ -876,7 +1000,13 @@ impl Loader<'_> {
         }
     }
 
-    fn duration(&mut self, spec: Option<&DurationSpec>, default: Duration, place: &Place, field: &str) -> Duration {
+    fn duration(
+        &mut self,
+        spec: Option<&DurationSpec>,
+        default: Duration,
+        place: &Place,
+        field: &str,
+    ) -> Duration {
         match spec {
             None => default,
             Some(DurationSpec::Seconds(s)) => Duration::from_secs(*s),
@@ -891,7 +1021,11 @@ impl Loader<'_> {
         let mut seen = std::collections::HashSet::new();
         for name in names {
             if !seen.insert(name.clone()) {
-                self.error(None, section, &format!("two entries have the {what} {name:?}"));
+                self.error(
+                    None,
+                    section,
+                    &format!("two entries have the {what} {name:?}"),
+                );
             }
         }
     }
@@ -924,7 +1058,11 @@ impl Loader<'_> {
     }
 
     fn error(&mut self, place: Option<&Place>, path: &str, message: &str) {
-        self.error_at(place.map(|p| p.span.clone()), path.to_owned(), message.to_owned());
+        self.error_at(
+            place.map(|p| p.span.clone()),
+            path.to_owned(),
+            message.to_owned(),
+        );
     }
 
     fn error_at(&mut self, span: Option<Range<usize>>, path: String, message: String) {
@@ -1002,7 +1140,10 @@ fn trim_trailing_newline(mut bytes: Vec<u8>) -> Vec<u8> {
 fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -1021,7 +1162,11 @@ impl fmt::Display for ConfigError {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        writeln!(f, "{count} error{} in the configuration:", if count == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{count} error{} in the configuration:",
+            if count == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }

@@ -53,7 +53,11 @@ pub struct DemoError(String);
 /// Runs the demo until Ctrl-C.
 pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let bind = |offset: u16| async move {
-        let port = if options.port == 0 { 0 } else { options.port + offset };
+        let port = if options.port == 0 {
+            0
+        } else {
+            options.port + offset
+        };
         TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
             DemoError(format!(
                 "cannot listen on 127.0.0.1:{port}: {e} (choose other ports with `baton demo --port N`)"
@@ -64,12 +68,21 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let idp_listener = bind(1).await?;
     let echo_listener = bind(2).await?;
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| DemoError(e.to_string()));
-    let (baton_addr, idp_addr, echo_addr) = (addr(&baton_listener)?, addr(&idp_listener)?, addr(&echo_listener)?);
+    let (baton_addr, idp_addr, echo_addr) = (
+        addr(&baton_listener)?,
+        addr(&idp_listener)?,
+        addr(&echo_listener)?,
+    );
 
-    let idp_key = keygen::generate(jsonwebtoken::Algorithm::RS256).map_err(|e| DemoError(e.to_string()))?;
+    let idp_key =
+        keygen::generate(jsonwebtoken::Algorithm::RS256).map_err(|e| DemoError(e.to_string()))?;
     let idp_key = Arc::new(
-        SigningKey::from_private_pem("demo-idp-key", jsonwebtoken::Algorithm::RS256, idp_key.material.expose())
-            .map_err(|e| DemoError(e.to_string()))?,
+        SigningKey::from_private_pem(
+            "demo-idp-key",
+            jsonwebtoken::Algorithm::RS256,
+            idp_key.material.expose(),
+        )
+        .map_err(|e| DemoError(e.to_string()))?,
     );
     let issuer = format!("http://{idp_addr}");
     tokio::spawn(serve_http(idp_listener, {
@@ -79,13 +92,17 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     tokio::spawn(serve_http(echo_listener, |req| async move { echo(req) }));
 
     let dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| DemoError(format!("cannot create {}: {e}", dir.display())))?;
-    let baton_key = keygen::generate(jsonwebtoken::Algorithm::ES256).map_err(|e| DemoError(e.to_string()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DemoError(format!("cannot create {}: {e}", dir.display())))?;
+    let baton_key =
+        keygen::generate(jsonwebtoken::Algorithm::ES256).map_err(|e| DemoError(e.to_string()))?;
     std::fs::write(dir.join("demo-es256.pem"), baton_key.material.expose())
         .map_err(|e| DemoError(format!("cannot write the demo key: {e}")))?;
     let source = demo_config(&issuer, baton_addr, echo_addr);
-    let config = Config::from_toml(&source, &dir, &|_| None).map_err(|e| DemoError(e.to_string()))?;
-    let app = App::new(config, ExchangerOptions::default()).map_err(|e| DemoError(e.to_string()))?;
+    let config =
+        Config::from_toml(&source, &dir, &|_| None).map_err(|e| DemoError(e.to_string()))?;
+    let app =
+        App::new(config, ExchangerOptions::default()).map_err(|e| DemoError(e.to_string()))?;
 
     println!("{}", instructions(baton_addr, idp_addr, echo_addr));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -93,7 +110,8 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         let _ = tokio::signal::ctrl_c().await;
         let _ = shutdown_tx.send(true);
     });
-    app.serve(baton_listener, shutdown_rx, DEFAULT_GRACE_PERIOD).await;
+    app.serve(baton_listener, shutdown_rx, DEFAULT_GRACE_PERIOD)
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -182,7 +200,11 @@ fn reply(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>>
 }
 
 /// The demo IdP.
-async fn idp(req: Request<Incoming>, key: Arc<SigningKey>, issuer: String) -> Response<Full<Bytes>> {
+async fn idp(
+    req: Request<Incoming>,
+    key: Arc<SigningKey>,
+    issuer: String,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/.well-known/openid-configuration" => reply(
             200,
@@ -226,7 +248,12 @@ fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     // Decoded without verification, for display: the app itself would verify it with
     // baton's key (`/.well-known/jwks.json`).

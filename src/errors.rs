@@ -72,7 +72,9 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
                 "subject_token's signature does not verify",
                 "the token's signature does not verify",
             ),
-            VerifyError::Expired { .. } => pick("subject_token has expired", "the token has expired"),
+            VerifyError::Expired { .. } => {
+                pick("subject_token has expired", "the token has expired")
+            }
             VerifyError::NotYetValid { .. } | VerifyError::IssuedInFuture { .. } => pick(
                 "subject_token is not valid yet",
                 "the token is not valid yet",

@@ -171,12 +171,17 @@ impl Exchanger {
         if let Some(hit) = self.cached(&key).await {
             return Ok(hit);
         }
-        self.run_and_cache(pipeline, key, subject_token, service).await
+        self.run_and_cache(pipeline, key, subject_token, service)
+            .await
     }
 
     /// What the proxy does with a bearer token: a token baton minted itself (under any of its
     /// keys, retired ones included) is verified and passed as it is; any other is exchanged.
-    pub async fn authorize(&self, bearer: &str, service: &str) -> Result<Authorized, ExchangeError> {
+    pub async fn authorize(
+        &self,
+        bearer: &str,
+        service: &str,
+    ) -> Result<Authorized, ExchangeError> {
         let pipeline = self.pipeline.load_full();
         let key = cache_key(pipeline.generation, service, bearer);
         if let Some(hit) = self.cached(&key).await {
@@ -218,7 +223,13 @@ impl Exchanger {
             .try_get_with(key, async {
                 let mut trace = Trace::off();
                 pipeline
-                    .run(&self.verifier, subject_token, service, self.clock.now_unix(), &mut trace)
+                    .run(
+                        &self.verifier,
+                        subject_token,
+                        service,
+                        self.clock.now_unix(),
+                        &mut trace,
+                    )
                     .await
                     .map(Arc::new)
             })
@@ -239,7 +250,13 @@ impl Exchanger {
         let pipeline = self.pipeline.load_full();
         let mut trace = Trace::recording();
         let result = pipeline
-            .run(&self.verifier, subject_token, service, self.clock.now_unix(), &mut trace)
+            .run(
+                &self.verifier,
+                subject_token,
+                service,
+                self.clock.now_unix(),
+                &mut trace,
+            )
             .await;
         (result, trace)
     }
@@ -268,7 +285,11 @@ impl Pipeline {
     fn verify_own(&self, token: &str, now: u64) -> Option<Result<(), VerifyError>> {
         // Cheap test first: only the small header is decoded for IdP tokens.
         let (header_b64, _) = token.split_once('.')?;
-        let header = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header_b64).ok()?;
+        let header = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            header_b64,
+        )
+        .ok()?;
         let header: crate::token::Header = serde_json::from_slice(&header).ok()?;
         let key = self
             .config
@@ -299,7 +320,8 @@ impl Pipeline {
         });
         let provider = provider?;
         let verified = verifier.verify(&self.idps, subject_token, trace).await?;
-        let intermediate = Value::Object(verified.idp.mapping.apply(&Value::Object(verified.claims)));
+        let intermediate =
+            Value::Object(verified.idp.mapping.apply(&Value::Object(verified.claims)));
         if let Value::Object(claims) = &intermediate {
             trace.record_claims("intermediate claims (IdP mapping)", claims);
         }
@@ -324,9 +346,9 @@ impl ExchangeError {
             Self::UnknownService(_) => "service",
             Self::Token(e) => match e {
                 VerifyError::Malformed(_) => "parse",
-                VerifyError::NoMatchingIdp | VerifyError::WrongAudience | VerifyError::WrongIssuer => {
-                    "select IdP"
-                }
+                VerifyError::NoMatchingIdp
+                | VerifyError::WrongAudience
+                | VerifyError::WrongIssuer => "select IdP",
                 VerifyError::AlgorithmNotAllowed { .. } | VerifyError::UnsupportedAlgorithm(_) => {
                     "algorithm"
                 }

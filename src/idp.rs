@@ -111,7 +111,11 @@ impl IdpSet {
         issuer: Option<&str>,
         audiences: &[&str],
     ) -> Result<&Arc<IdentityProvider>, NoMatch> {
-        if let Some(idp) = self.ordered.iter().find(|idp| idp.matches(issuer, audiences)) {
+        if let Some(idp) = self
+            .ordered
+            .iter()
+            .find(|idp| idp.matches(issuer, audiences))
+        {
             return Ok(idp);
         }
         let issuer_known = self

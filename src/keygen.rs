@@ -3,8 +3,7 @@
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    Ed25519KeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
 };
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
@@ -111,7 +110,9 @@ mod tests {
     #[test]
     fn a_key_that_does_not_fit_its_algorithm_is_refused() {
         let p384 = generate(Algorithm::ES384).unwrap();
-        assert!(SigningKey::from_private_pem("k", Algorithm::ES256, p384.material.expose()).is_err());
+        assert!(
+            SigningKey::from_private_pem("k", Algorithm::ES256, p384.material.expose()).is_err()
+        );
         let ed = generate(Algorithm::EdDSA).unwrap();
         assert!(SigningKey::from_private_pem("k", Algorithm::RS256, ed.material.expose()).is_err());
         assert!(SigningKey::from_private_pem("k", Algorithm::HS256, ed.material.expose()).is_err());

@@ -14,9 +14,9 @@
 
 pub mod algorithm;
 pub mod clock;
+pub mod config;
 pub mod demo;
 pub mod errors;
-pub mod config;
 pub mod exchange;
 pub mod explain;
 pub mod idp;

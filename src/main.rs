@@ -194,7 +194,12 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn explain(path: &std::path::Path, token: &str, service: Option<String>, at: Option<u64>) -> ExitCode {
+fn explain(
+    path: &std::path::Path,
+    token: &str,
+    service: Option<String>,
+    at: Option<u64>,
+) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(errors) => {
@@ -224,7 +229,10 @@ fn explain(path: &std::path::Path, token: &str, service: Option<String>, at: Opt
         clock,
         ..ExchangerOptions::default()
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -243,7 +251,10 @@ fn explain(path: &std::path::Path, token: &str, service: Option<String>, at: Opt
     print!("{trace}");
     match result {
         Ok(minted) => {
-            println!("\nresult: accepted; a token would be minted, expiring at {}", minted.expires_at);
+            println!(
+                "\nresult: accepted; a token would be minted, expiring at {}",
+                minted.expires_at
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -282,7 +293,11 @@ fn generate(alg: &str, out: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             println!("key id: {}", key.id);
-            println!("private key ({}) written to {}", baton::algorithm::name(alg), path.display());
+            println!(
+                "private key ({}) written to {}",
+                baton::algorithm::name(alg),
+                path.display()
+            );
         }
         None => {
             eprintln!("key id: {}", key.id);

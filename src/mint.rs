@@ -127,7 +127,9 @@ impl TokenProvider {
         now: u64,
         idp: Arc<str>,
     ) -> Result<Minted, MintError> {
-        let expires_at = now.saturating_add(self.ttl.as_secs()).min(subject_expires_at);
+        let expires_at = now
+            .saturating_add(self.ttl.as_secs())
+            .min(subject_expires_at);
         let payload = match self.profile {
             Profile::StateBacked => json!({
                 "act": claims,
@@ -147,7 +149,8 @@ impl TokenProvider {
             }
         };
         let payload = serde_json::to_vec(&payload).map_err(|e| MintError(e.to_string()))?;
-        let mut token = String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 400);
+        let mut token =
+            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 400);
         token.push_str(&self.encoded_header);
         token.push('.');
         token.push_str(&b64url(&payload));

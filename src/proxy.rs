@@ -27,7 +27,12 @@ use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1). `Connection`,
 /// `Upgrade` and `Transfer-Encoding` are pingora's to manage.
-const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "proxy-authorization", "te"];
+const HOP_BY_HOP: [&str; 4] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+];
 
 /// The proxy.
 #[derive(Debug)]
@@ -140,10 +145,19 @@ impl Gateway {
     }
 
     /// Answers a well-known document (GET/HEAD, with CORS for listed origins).
-    async fn serve_document(&self, session: &mut Session, config: &Config, document: serde_json::Value) -> Result<()> {
+    async fn serve_document(
+        &self,
+        session: &mut Session,
+        config: &Config,
+        document: serde_json::Value,
+    ) -> Result<()> {
         let (method, origin) = {
             let header = session.req_header();
-            let origin = header.headers.get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let origin = header
+                .headers
+                .get("origin")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             (header.method.as_str().to_owned(), origin)
         };
         let mut reply = match method.as_str() {
@@ -160,7 +174,9 @@ impl Gateway {
             }
         };
         if let Some(origin) = sts::cors_origin(config, origin.as_deref()) {
-            reply.headers.push(("access-control-allow-origin", origin.to_owned()));
+            reply
+                .headers
+                .push(("access-control-allow-origin", origin.to_owned()));
             reply.headers.push(("vary", "Origin".to_owned()));
         }
         respond(session, &reply).await
@@ -185,11 +201,13 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if config.server.jwks_path.as_deref() == Some(path) {
-            self.serve_document(session, &config, published::jwks(&config)).await?;
+            self.serve_document(session, &config, published::jwks(&config))
+                .await?;
             return Ok(true);
         }
         if config.server.metadata_path.as_deref() == Some(path) {
-            self.serve_document(session, &config, published::metadata(&config)).await?;
+            self.serve_document(session, &config, published::metadata(&config))
+                .await?;
             return Ok(true);
         }
 
@@ -200,8 +218,11 @@ impl ProxyHttp for Gateway {
             return match config.proxy.on_missing {
                 OnMissing::Forward => Ok(false),
                 OnMissing::Reject => {
-                    let mut reply = Reply::oauth_error(401, "invalid_request", "a bearer token is required");
-                    reply.headers.push(("www-authenticate", "Bearer realm=\"baton\"".to_owned()));
+                    let mut reply =
+                        Reply::oauth_error(401, "invalid_request", "a bearer token is required");
+                    reply
+                        .headers
+                        .push(("www-authenticate", "Bearer realm=\"baton\"".to_owned()));
                     respond(session, &reply).await?;
                     Ok(true)
                 }
@@ -244,7 +265,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         match &self.upstream.load().peer {
             Some(peer) => Ok(peer.clone()),
             None => Err(Error::explain(
@@ -273,11 +298,7 @@ impl ProxyHttp for Gateway {
             upstream.remove_header("x-forwarded-for");
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
-        let host = session
-            .req_header()
-            .headers
-            .get("host")
-            .cloned();
+        let host = session.req_header().headers.get("host").cloned();
         match host {
             Some(host) => upstream.insert_header("x-forwarded-host", host)?,
             None => {
@@ -287,7 +308,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
@@ -356,9 +382,11 @@ impl Upstream {
 /// `None` means a `skip` route (pass untouched); `Some(None)`, that no service applies.
 fn route<'c>(config: &'c Config, path: &str) -> Option<Option<&'c str>> {
     for route in &config.proxy.routes {
-        let matches = path.strip_prefix(route.prefix.as_str()).is_some_and(|rest| {
-            route.prefix.is_empty() || rest.is_empty() || rest.starts_with('/')
-        });
+        let matches = path
+            .strip_prefix(route.prefix.as_str())
+            .is_some_and(|rest| {
+                route.prefix.is_empty() || rest.is_empty() || rest.starts_with('/')
+            });
         if matches {
             return route.service.as_deref().map(Some);
         }
@@ -395,7 +423,9 @@ async fn respond(session: &mut Session, reply: &Reply) -> Result<()> {
     }
     header.insert_header("content-length", reply.body.len().to_string())?;
     let empty = reply.body.is_empty();
-    session.write_response_header(Box::new(header), empty).await?;
+    session
+        .write_response_header(Box::new(header), empty)
+        .await?;
     if !empty {
         session
             .write_response_body(Some(Bytes::copy_from_slice(&reply.body)), true)

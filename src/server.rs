@@ -46,7 +46,9 @@ pub enum StartError {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("gateway", &self.gateway).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,12 @@ impl App {
 
     /// Accepts connections on `listener` until `shutdown` turns true, then waits up to
     /// `grace` for in-flight requests before returning (dropping idle connections).
-    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -110,13 +117,19 @@ impl App {
         }
         let left = in_flight.load(Ordering::Acquire);
         if left > 0 {
-            tracing::warn!(requests = left, "grace period over; dropping requests still in flight");
+            tracing::warn!(
+                requests = left,
+                "grace period over; dropping requests still in flight"
+            );
         }
     }
 }
 
 /// Wraps an accepted socket as pingora does, so that sessions know the client's address.
-fn pingora_stream(stream: tokio::net::TcpStream, peer: std::net::SocketAddr) -> pingora::protocols::Stream {
+fn pingora_stream(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> pingora::protocols::Stream {
     use pingora::protocols::{GetSocketDigest as _, SocketDigest};
     use std::os::fd::AsRawFd as _;
     let mut stream = L4Stream::from(stream);
@@ -173,7 +186,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn handle_signals(gateway: Arc<Gateway>, config_path: PathBuf, shutdown: watch::Sender<bool>) {
+async fn handle_signals(
+    gateway: Arc<Gateway>,
+    config_path: PathBuf,
+    shutdown: watch::Sender<bool>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),

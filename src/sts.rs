@@ -84,7 +84,10 @@ impl Reply {
 
     /// An OAuth error reply (RFC 6749 §5.2).
     pub fn oauth_error(status: u16, error: &str, description: &str) -> Self {
-        Self::json(status, &json!({ "error": error, "error_description": description }))
+        Self::json(
+            status,
+            &json!({ "error": error, "error_description": description }),
+        )
     }
 
     /// 413 for a body over [`MAX_BODY_BYTES`].
@@ -112,7 +115,10 @@ pub async fn handle(exchanger: &Exchanger, request: &TokenRequest<'_>) -> Reply 
             status: 204,
             headers: vec![
                 ("access-control-allow-methods", "POST".to_owned()),
-                ("access-control-allow-headers", "authorization, content-type".to_owned()),
+                (
+                    "access-control-allow-headers",
+                    "authorization, content-type".to_owned(),
+                ),
                 ("access-control-max-age", "600".to_owned()),
                 ("cache-control", "no-store".to_owned()),
                 ("pragma", "no-cache".to_owned()),
@@ -120,11 +126,17 @@ pub async fn handle(exchanger: &Exchanger, request: &TokenRequest<'_>) -> Reply 
             content_type: "text/plain",
             body: Vec::new(),
         },
-        _ => Reply::oauth_error(405, "invalid_request", "the token endpoint accepts POST only")
-            .with_header("allow", "POST"),
+        _ => Reply::oauth_error(
+            405,
+            "invalid_request",
+            "the token endpoint accepts POST only",
+        )
+        .with_header("allow", "POST"),
     };
     if let Some(origin) = cors {
-        reply.headers.push(("access-control-allow-origin", origin.to_owned()));
+        reply
+            .headers
+            .push(("access-control-allow-origin", origin.to_owned()));
         reply.headers.push(("vary", "Origin".to_owned()));
     }
     reply
@@ -132,7 +144,13 @@ pub async fn handle(exchanger: &Exchanger, request: &TokenRequest<'_>) -> Reply 
 
 /// The request's `Origin` when `[server] cors_origins` lists it.
 pub fn cors_origin<'a>(config: &Config, origin: Option<&'a str>) -> Option<&'a str> {
-    origin.filter(|o| config.server.cors_origins.iter().any(|allowed| allowed == o))
+    origin.filter(|o| {
+        config
+            .server
+            .cors_origins
+            .iter()
+            .any(|allowed| allowed == o)
+    })
 }
 
 async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest<'_>) -> Reply {
@@ -165,7 +183,10 @@ async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest
         return invalid_request("subject_token_type must be a JWT, access token or ID token URI");
     }
     for name in ["requested_token_type", "requested_token-type"] {
-        if params.get(name).is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN) {
+        if params
+            .get(name)
+            .is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN)
+        {
             return invalid_request(
                 "requested_token_type must be urn:ietf:params:oauth:token-type:access_token",
             );
@@ -179,7 +200,11 @@ async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest
         Err(reply) => return reply,
     };
     let Some(provider) = config.provider(&service) else {
-        return Reply::oauth_error(400, "invalid_target", "the requested audience or resource is not known");
+        return Reply::oauth_error(
+            400,
+            "invalid_target",
+            "the requested audience or resource is not known",
+        );
     };
     if let Err(reply) = authenticate_client(provider, request.authorization, &params) {
         return reply;
@@ -240,7 +265,11 @@ fn target_service(config: &Config, params: &Params) -> Result<String, Reply> {
     let mut service: Option<String> = None;
     for target in params.all("audience").chain(params.all("resource")) {
         let named = service_of_target(config, target).ok_or_else(|| {
-            Reply::oauth_error(400, "invalid_target", "the requested audience or resource is not known")
+            Reply::oauth_error(
+                400,
+                "invalid_target",
+                "the requested audience or resource is not known",
+            )
         })?;
         match &service {
             Some(existing) if *existing != named => {
@@ -263,7 +292,9 @@ fn service_of_target(config: &Config, target: &str) -> Option<String> {
     if valid_service(target) {
         return Some(target.to_owned());
     }
-    let rest = target.strip_prefix(config.server.audience_base.as_str())?.strip_prefix('/')?;
+    let rest = target
+        .strip_prefix(config.server.audience_base.as_str())?
+        .strip_prefix('/')?;
     let (org, service) = rest.trim_end_matches('/').split_once('/')?;
     let org_ok = config.server.org.as_deref().is_none_or(|ours| ours == org);
     (org_ok && valid_service(service)).then(|| service.to_owned())
@@ -275,11 +306,16 @@ fn authenticate_client(
     authorization: Option<&str>,
     params: &Params,
 ) -> Result<(), Reply> {
-    let basic = authorization
-        .and_then(|value| value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")));
+    let basic = authorization.and_then(|value| {
+        value
+            .strip_prefix("Basic ")
+            .or_else(|| value.strip_prefix("basic "))
+    });
     let post = params.get("client_secret");
     if basic.is_some() && post.is_some() {
-        return Err(invalid_request("use one client authentication method, not two"));
+        return Err(invalid_request(
+            "use one client authentication method, not two",
+        ));
     }
     if provider.clients.is_empty() {
         return Ok(());
@@ -344,7 +380,9 @@ impl Params {
                         Value::Array(items) if REPEATABLE.contains(&name.as_str()) => {
                             for item in items {
                                 let Value::String(v) = item else {
-                                    return Err(invalid_request(&format!("{name} must be strings")));
+                                    return Err(invalid_request(&format!(
+                                        "{name} must be strings"
+                                    )));
                                 };
                                 pairs.push((name.clone(), v));
                             }
@@ -364,11 +402,17 @@ impl Params {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The first parameter given twice that may not be.

@@ -92,9 +92,8 @@ impl<'a> UnverifiedToken<'a> {
             return Err(MalformedToken::CriticalHeader);
         }
         let payload_bytes = decode_segment(payload_b64)?;
-        let claims = match serde_json::from_slice::<Value>(&payload_bytes) {
-            Ok(Value::Object(claims)) => claims,
-            _ => return Err(MalformedToken::PayloadNotObject),
+        let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&payload_bytes) else {
+            return Err(MalformedToken::PayloadNotObject);
         };
         // The signature is decoded by the verifier; checking its alphabet here makes a
         // mangled signature a parse error rather than a "bad signature".

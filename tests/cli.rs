@@ -2,8 +2,8 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
 use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
 
 use jsonwebtoken::Algorithm;
 use serde_json::json;
@@ -19,14 +19,23 @@ fn baton(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn write_config(dir: &std::path::Path, jwks_url: &str) -> String {
@@ -67,7 +76,10 @@ fn check_summarises_a_good_config() {
     let output = baton(&["check", "--config", &config], None);
     assert!(output.status.success(), "{}", text(&output));
     let shown = text(&output);
-    assert!(shown.contains("idps: 1") && shown.contains("token providers: 1"), "{shown}");
+    assert!(
+        shown.contains("idps: 1") && shown.contains("token providers: 1"),
+        "{shown}"
+    );
     assert!(!shown.contains("sbsec_cli_test_secret"), "{shown}");
 }
 
@@ -84,7 +96,10 @@ fn check_prints_every_error_and_fails() {
     assert_eq!(output.status.code(), Some(1));
     let shown = text(&output);
     assert!(shown.contains("3 errors"), "{shown}");
-    assert!(shown.contains("1:1: idps[0]: an IdP needs an issuer"), "{shown}");
+    assert!(
+        shown.contains("1:1: idps[0]: an IdP needs an issuer"),
+        "{shown}"
+    );
     assert!(shown.contains("5:1: token_providers[0].service"), "{shown}");
     assert!(shown.contains("5:1: token_providers[0].key"), "{shown}");
 }
@@ -102,25 +117,41 @@ async fn explain_shows_steps_and_claims_but_never_the_token() {
 
     let ok = tokio::task::spawn_blocking({
         let (config, token) = (config.clone(), token.clone());
-        move || baton(&["explain", "--config", &config, "--token", "-"], Some(&token))
+        move || {
+            baton(
+                &["explain", "--config", &config, "--token", "-"],
+                Some(&token),
+            )
+        }
     })
     .await
     .unwrap();
     let shown = text(&ok);
     assert!(ok.status.success(), "{shown}");
-    assert!(shown.contains("select IdP") && shown.contains("IdP https://idp.test"), "{shown}");
+    assert!(
+        shown.contains("select IdP") && shown.contains("IdP https://idp.test"),
+        "{shown}"
+    );
     assert!(shown.contains("\"mail\": \"u@example.com\""), "{shown}");
     assert!(!shown.contains(&token), "explain printed the token");
-    assert!(!shown.contains(token.split('.').nth(2).unwrap()), "explain printed the signature");
+    assert!(
+        !shown.contains(token.split('.').nth(2).unwrap()),
+        "explain printed the signature"
+    );
 
-    let expired = key.sign(&json!({ "iss": "https://idp.test", "aud": "app", "sub": "u", "exp": now() - 3600 }));
+    let expired = key
+        .sign(&json!({ "iss": "https://idp.test", "aud": "app", "sub": "u", "exp": now() - 3600 }));
     let refused = tokio::task::spawn_blocking(move || {
         baton(&["explain", "--config", &config, "--token", &expired], None)
     })
     .await
     .unwrap();
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused).contains("refused at stage `time claims`"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("refused at stage `time claims`"),
+        "{}",
+        text(&refused)
+    );
 }
 
 #[test]
@@ -128,14 +159,31 @@ fn keys_generate_makes_working_keys() {
     let hmac = baton(&["keys", "generate", "--alg", "HS256"], None);
     assert!(hmac.status.success());
     let shown = String::from_utf8(hmac.stdout).unwrap();
-    assert!(shown.contains("key id: sbk_") && shown.contains("secret: sbsec_"), "{shown}");
+    assert!(
+        shown.contains("key id: sbk_") && shown.contains("secret: sbsec_"),
+        "{shown}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("es256.pem");
-    let es = baton(&["keys", "generate", "--alg", "ES256", "--out", pem.to_str().unwrap()], None);
+    let es = baton(
+        &[
+            "keys",
+            "generate",
+            "--alg",
+            "ES256",
+            "--out",
+            pem.to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(es.status.success(), "{}", text(&es));
     let config = dir.path().join("keys.toml");
-    std::fs::write(&config, "[[keys]]\nid = \"k\"\nalgorithm = \"ES256\"\nprivate_key_file = \"es256.pem\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[[keys]]\nid = \"k\"\nalgorithm = \"ES256\"\nprivate_key_file = \"es256.pem\"\n",
+    )
+    .unwrap();
     let check = baton(&["check", "--config", config.to_str().unwrap()], None);
     assert!(check.status.success(), "{}", text(&check));
 

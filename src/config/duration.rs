@@ -12,14 +12,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("an empty duration; write e.g. \"15m\" or \"1h30m\"".to_owned());
     }
     if !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!("`{text}` is not a duration; write e.g. \"15m\" or \"1h30m\""));
+        return Err(format!(
+            "`{text}` is not a duration; write e.g. \"15m\" or \"1h30m\""
+        ));
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("`{text}` is not a duration; write e.g. \"15m\" or \"1h30m\""));
+            return Err(format!(
+                "`{text}` is not a duration; write e.g. \"15m\" or \"1h30m\""
+            ));
         }
         let (number, tail) = rest.split_at(digits);
         let number: u64 = number
@@ -34,7 +38,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => return Err(format!("`{text}` needs a unit (ms, s, m, h or d)")),
-            other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                ));
+            }
         };
         let millis = number
             .checked_mul(millis_per_unit)
@@ -63,7 +71,15 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "30", "m", "15 minutes", "1x", "-5s", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "30",
+            "m",
+            "15 minutes",
+            "1x",
+            "-5s",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

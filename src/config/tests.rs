@@ -82,13 +82,19 @@ fn the_design_example_loads() {
 
 #[test]
 fn the_shipped_configs_load() {
-    for file in ["config/baton.example.toml"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let source = std::fs::read_to_string(&path).unwrap();
-        if let Err(e) = Config::from_toml(&source, path.parent().unwrap(), &env) {
-            panic!("{file}: {e}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = Config::from_toml(&source, &dir, &env) {
+                panic!("{}: {e}", path.display());
+            }
+            checked += 1;
         }
     }
+    assert!(checked >= 1);
 }
 
 #[test]
@@ -117,13 +123,17 @@ key = "sbk_missing"
 mapping = {}
 "#;
     let errors = errors(source);
-    assert!(errors.len() >= 6, "{}", ConfigErrors(errors.clone()));
+    assert!(errors.len() >= 6, "{}", ConfigErrors(errors.to_vec()));
     assert_error(&errors, "server", "unknown field `orgg`");
     assert_error(&errors, "keys[0].algorithm", "unknown algorithm `HS257`");
     assert_error(&errors, "idps[0]", "needs an issuer, an audience, or both");
     assert_error(&errors, "idps[1].mapping.\"role.$\"", "invalid JSONPath");
     assert_error(&errors, "token_providers[0].service", "must match");
-    assert_error(&errors, "token_providers[0].key", "no [[keys]] entry has id \"sbk_missing\"");
+    assert_error(
+        &errors,
+        "token_providers[0].key",
+        "no [[keys]] entry has id \"sbk_missing\"",
+    );
     // Positions are the line of the element: `[[idps]]` #2 starts on line 14.
     let role = errors.iter().find(|e| e.path.contains("role")).unwrap();
     assert_eq!(role.position.map(|p| p.0), Some(14));
@@ -140,7 +150,9 @@ fn a_syntax_error_has_line_and_column() {
 
 #[test]
 fn unknown_keys_and_sections_are_rejected() {
-    let errors = errors("[servr]\n[[idps]]\nissuer = \"https://a\"\naudiense = \"x\"\ndiscovery = true\nmapping = {}\n");
+    let errors = errors(
+        "[servr]\n[[idps]]\nissuer = \"https://a\"\naudiense = \"x\"\ndiscovery = true\nmapping = {}\n",
+    );
     assert_error(&errors, "servr", "unknown section");
     assert_error(&errors, "idps[0]", "unknown field `audiense`");
 }
@@ -153,32 +165,55 @@ fn idp_errors(idp: &str) -> Vec<ConfigError> {
 fn key_sources_must_be_exactly_one() {
     let none = idp_errors("issuer = \"https://a\"\nmapping = {}");
     assert_error(&none, "idps[0]", "no key source");
-    let two = idp_errors("issuer = \"https://a\"\ndiscovery = true\njwks_url = \"https://a/j\"\nmapping = {}");
+    let two = idp_errors(
+        "issuer = \"https://a\"\ndiscovery = true\njwks_url = \"https://a/j\"\nmapping = {}",
+    );
     assert_error(&two, "idps[0]", "several key sources (jwks_url, discovery)");
 }
 
 #[test]
 fn algorithms_are_checked() {
-    let none = idp_errors("issuer = \"https://a\"\njwks_url = \"https://a/j\"\nalgorithms = [\"none\"]\nmapping = {}");
+    let none = idp_errors(
+        "issuer = \"https://a\"\njwks_url = \"https://a/j\"\nalgorithms = [\"none\"]\nmapping = {}",
+    );
     assert_error(&none, "idps[0].algorithms[0]", "never accepted");
-    let hmac_jwks = idp_errors("issuer = \"https://a\"\njwks_url = \"https://a/j\"\nalgorithms = [\"RS256\", \"HS256\"]\nmapping = {}");
+    let hmac_jwks = idp_errors(
+        "issuer = \"https://a\"\njwks_url = \"https://a/j\"\nalgorithms = [\"RS256\", \"HS256\"]\nmapping = {}",
+    );
     assert_error(&hmac_jwks, "idps[0].algorithms", "HS256 with a JWKS");
-    let hmac_discovery = idp_errors("issuer = \"https://a\"\ndiscovery = true\nalgorithms = [\"HS512\"]\nmapping = {}");
-    assert_error(&hmac_discovery, "idps[0].algorithms", "HS512 with OIDC discovery");
-    let secret_as_rsa = idp_errors("issuer = \"https://a\"\nkey_env = \"SUPABASE_SECRET\"\nalgorithms = [\"RS256\"]\nmapping = {}");
-    assert_error(&secret_as_rsa, "idps[0].algorithms", "RS256 needs a public key");
+    let hmac_discovery = idp_errors(
+        "issuer = \"https://a\"\ndiscovery = true\nalgorithms = [\"HS512\"]\nmapping = {}",
+    );
+    assert_error(
+        &hmac_discovery,
+        "idps[0].algorithms",
+        "HS512 with OIDC discovery",
+    );
+    let secret_as_rsa = idp_errors(
+        "issuer = \"https://a\"\nkey_env = \"SUPABASE_SECRET\"\nalgorithms = [\"RS256\"]\nmapping = {}",
+    );
+    assert_error(
+        &secret_as_rsa,
+        "idps[0].algorithms",
+        "RS256 needs a public key",
+    );
 }
 
 #[test]
 fn hmac_is_refused_with_a_public_key() {
     let key = crate::keygen::generate(Algorithm::RS256).unwrap();
-    let signing = SigningKey::from_private_pem("k", Algorithm::RS256, key.material.expose()).unwrap();
+    let signing =
+        SigningKey::from_private_pem("k", Algorithm::RS256, key.material.expose()).unwrap();
     let jwk = serde_json::to_string(signing.public_jwk().unwrap()).unwrap();
     let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jwk);
     let errors = idp_errors(&format!(
         "issuer = \"https://a\"\nkey = \"{encoded}\"\nalgorithms = [\"RS256\", \"HS256\"]\nmapping = {{}}"
     ));
-    assert_error(&errors, "idps[0].algorithms", "HS256 (HMAC) is never verified with a public key");
+    assert_error(
+        &errors,
+        "idps[0].algorithms",
+        "HS256 (HMAC) is never verified with a public key",
+    );
 }
 
 #[test]
@@ -191,7 +226,11 @@ fn duplicate_idps_keys_and_services_are_errors() {
     let errors = errors(&source);
     assert_error(&errors, "idps[2]", "same issuer and audience as idps[1]");
     assert_error(&errors, "keys", "two entries have the key id \"sbk_main\"");
-    assert_error(&errors, "token_providers", "two entries have the service \"my-app\"");
+    assert_error(
+        &errors,
+        "token_providers",
+        "two entries have the service \"my-app\"",
+    );
 }
 
 #[test]
@@ -201,14 +240,19 @@ fn access_token_mappings_may_not_set_registered_claims() {
          mapping = {{ \"iss.$\" = \"$.sub\", exp = 5, sub = \"x\" }}\n"
     );
     let errors = errors(&source);
-    assert_error(&errors, "token_providers[1].mapping.\"iss.$\"", "set by baton");
+    assert_error(
+        &errors,
+        "token_providers[1].mapping.\"iss.$\"",
+        "set by baton",
+    );
     assert_error(&errors, "token_providers[1].mapping.exp", "set by baton");
     assert!(!errors.iter().any(|e| e.path.ends_with(".sub")));
 }
 
 #[test]
 fn secrets_come_from_env_or_file_and_missing_ones_are_named() {
-    let unset = errors("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"NOT_SET_ANYWHERE\"\n");
+    let unset =
+        errors("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"NOT_SET_ANYWHERE\"\n");
     assert_error(&unset, "keys[0].secret_env", "NOT_SET_ANYWHERE is not set");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "sbsec_from_file\n").unwrap();
@@ -219,14 +263,25 @@ fn secrets_come_from_env_or_file_and_missing_ones_are_named() {
     )
     .unwrap();
     assert_eq!(config.keys[0].id(), "k");
-    let missing = errors("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = \"/nonexistent/secret\"\n");
-    assert_error(&missing, "keys[0].secret_file", "cannot read /nonexistent/secret");
+    let missing = errors(
+        "[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = \"/nonexistent/secret\"\n",
+    );
+    assert_error(
+        &missing,
+        "keys[0].secret_file",
+        "cannot read /nonexistent/secret",
+    );
 }
 
 #[test]
 fn an_inline_secret_loads_with_a_warning() {
-    let config = load("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret = \"sbsec_demo\"\n").unwrap();
-    assert!(config.warnings[0].contains("inline"), "{:?}", config.warnings);
+    let config =
+        load("[[keys]]\nid = \"k\"\nalgorithm = \"HS256\"\nsecret = \"sbsec_demo\"\n").unwrap();
+    assert!(
+        config.warnings[0].contains("inline"),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]
@@ -259,14 +314,22 @@ fn durations_and_services_are_validated() {
 
 #[test]
 fn proxy_service_must_name_a_provider() {
-    let source = VALID.replace("service = \"my-app\"\n\n[[keys]]", "service = \"other\"\n\n[[keys]]");
-    assert_error(&errors(&source), "proxy.service", "no [[token_providers]] entry has service \"other\"");
+    let source = VALID.replace(
+        "service = \"my-app\"\n\n[[keys]]",
+        "service = \"other\"\n\n[[keys]]",
+    );
+    assert_error(
+        &errors(&source),
+        "proxy.service",
+        "no [[token_providers]] entry has service \"other\"",
+    );
 }
 
 #[test]
 fn errors_never_show_secret_values() {
     // A secret given where a PEM is expected must not be echoed back.
-    let errors = errors("[[keys]]\nid = \"k\"\nalgorithm = \"RS256\"\nprivate_key_env = \"KEY_MAIN\"\n");
+    let errors =
+        errors("[[keys]]\nid = \"k\"\nalgorithm = \"RS256\"\nprivate_key_env = \"KEY_MAIN\"\n");
     let shown = ConfigErrors(errors).to_string();
     assert!(!shown.contains("sbsec_test_secret"), "{shown}");
 }

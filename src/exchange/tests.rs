@@ -67,14 +67,17 @@ fn subject(sub: &str, exp: u64) -> String {
     });
     let input = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
     let key = jsonwebtoken::EncodingKey::from_secret(IDP_SECRET.as_bytes());
-    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    let signature =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
     format!("{input}.{signature}")
 }
 
 fn decode(token: &str) -> (Value, Value) {
     let part = |i: usize| -> Value {
         let segment = token.split('.').nth(i).unwrap();
-        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, segment).unwrap();
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, segment)
+                .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     };
     (part(0), part(1))
@@ -83,7 +86,10 @@ fn decode(token: &str) -> (Value, Value) {
 #[tokio::test]
 async fn statebacked_profile_puts_mapped_claims_in_act() {
     let exchanger = exchanger(config("1h", ""));
-    let exchanged = exchanger.exchange(&subject("user-1", NOW + 7200), "app").await.unwrap();
+    let exchanged = exchanger
+        .exchange(&subject("user-1", NOW + 7200), "app")
+        .await
+        .unwrap();
     let (header, payload) = decode(&exchanged.minted.token);
     assert_eq!(header, json!({ "alg": "HS256", "kid": "sbk_test" }));
     assert_eq!(
@@ -103,7 +109,11 @@ async fn statebacked_profile_puts_mapped_claims_in_act() {
 #[tokio::test]
 async fn access_token_profile_is_rfc_9068() {
     let exchanger = exchanger(config("1h", ""));
-    let minted = exchanger.exchange(&subject("user-1", NOW + 7200), "api").await.unwrap().minted;
+    let minted = exchanger
+        .exchange(&subject("user-1", NOW + 7200), "api")
+        .await
+        .unwrap()
+        .minted;
     let (header, payload) = decode(&minted.token);
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(payload["sub"], "user-1");
@@ -118,7 +128,11 @@ async fn access_token_profile_is_rfc_9068() {
 #[tokio::test]
 async fn expiry_never_outlives_the_subject_token() {
     let exchanger = exchanger(config("1h", ""));
-    let minted = exchanger.exchange(&subject("user-1", NOW + 120), "app").await.unwrap().minted;
+    let minted = exchanger
+        .exchange(&subject("user-1", NOW + 120), "app")
+        .await
+        .unwrap()
+        .minted;
     assert_eq!(minted.expires_at, NOW + 120);
     assert_eq!(decode(&minted.token).1["exp"], NOW + 120);
 }
@@ -156,13 +170,27 @@ async fn unknown_services_and_bad_tokens_name_their_stage() {
     let token = subject("user-1", NOW + 7200);
     let unknown = exchanger.exchange(&token, "nope").await.unwrap_err();
     assert_eq!(unknown, ExchangeError::UnknownService("nope".to_owned()));
-    assert_eq!((unknown.stage(), unknown.fault()), ("service", Fault::Client));
+    assert_eq!(
+        (unknown.stage(), unknown.fault()),
+        ("service", Fault::Client)
+    );
 
-    let expired = exchanger.exchange(&subject("u", NOW - 61), "app").await.unwrap_err();
-    assert!(matches!(expired, ExchangeError::Token(VerifyError::Expired { .. })), "{expired:?}");
+    let expired = exchanger
+        .exchange(&subject("u", NOW - 61), "app")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(expired, ExchangeError::Token(VerifyError::Expired { .. })),
+        "{expired:?}"
+    );
     assert_eq!(expired.stage(), "time claims");
     // Within the 60 s default leeway.
-    assert!(exchanger.exchange(&subject("u", NOW - 59), "app").await.is_ok());
+    assert!(
+        exchanger
+            .exchange(&subject("u", NOW - 59), "app")
+            .await
+            .is_ok()
+    );
 
     let mut tampered = token.clone();
     tampered.pop();
@@ -181,14 +209,25 @@ async fn explain_records_each_step_and_the_claims() {
     let names: Vec<&str> = trace.steps().iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        ["service", "parse", "select IdP", "algorithm", "signature", "time claims", "mint"]
+        [
+            "service",
+            "parse",
+            "select IdP",
+            "algorithm",
+            "signature",
+            "time claims",
+            "mint"
+        ]
     );
     assert!(trace.steps().iter().all(|s| s.passed));
     let labels: Vec<&str> = trace.claims().iter().map(|(l, _)| *l).collect();
     assert_eq!(labels.len(), 3);
     assert_eq!(trace.claims()[1].1["provider"], "supabase");
     let shown = trace.to_string();
-    assert!(!shown.contains(&token), "the trace must never show the token");
+    assert!(
+        !shown.contains(&token),
+        "the trace must never show the token"
+    );
     assert!(!shown.contains(IDP_SECRET) && !shown.contains("sbsec_test"));
 
     let (failed, trace) = exchanger.explain(&subject("u", NOW - 3600), "app").await;

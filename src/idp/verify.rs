@@ -216,7 +216,8 @@ fn check_algorithm(idp: &IdentityProvider, alg: &str) -> Result<Algorithm, Verif
         return Err(not_allowed());
     }
     // Belt and braces: validation already refuses HMAC with a JWKS or a public key.
-    let key_is_secret = matches!(&idp.keys, KeySource::Static(k) if k.family == AlgorithmFamily::Hmac);
+    let key_is_secret =
+        matches!(&idp.keys, KeySource::Static(k) if k.family == AlgorithmFamily::Hmac);
     if algorithm::is_hmac(parsed) != key_is_secret {
         return Err(not_allowed());
     }

@@ -90,14 +90,10 @@ impl SigningKey {
         public_jwk: Option<Jwk>,
     ) -> Result<Self, KeyError> {
         let probe = b"baton key check";
-        let signature = jsonwebtoken::crypto::sign(probe, &encoding, alg).map_err(|e| {
-            KeyError(format!(
-                "the key cannot sign {}: {e}",
-                algorithm::name(alg)
-            ))
-        })?;
-        let verified = jsonwebtoken::crypto::verify(&signature, probe, &verification, alg)
-            .unwrap_or(false);
+        let signature = jsonwebtoken::crypto::sign(probe, &encoding, alg)
+            .map_err(|e| KeyError(format!("the key cannot sign {}: {e}", algorithm::name(alg))))?;
+        let verified =
+            jsonwebtoken::crypto::verify(&signature, probe, &verification, alg).unwrap_or(false);
         if !verified {
             return Err(KeyError(format!(
                 "the key does not fit {}",

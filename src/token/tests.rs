@@ -30,8 +30,14 @@ fn rejects_malformed_shapes() {
         (format!("{h}.!!!.sig"), MalformedToken::BadBase64),
         (format!("{h}.{p}.s+g/"), MalformedToken::BadBase64),
         (format!("{}.{p}.sig", seg("[1]")), MalformedToken::BadHeader),
-        (format!("{h}.{}.sig", seg("[1,2]")), MalformedToken::PayloadNotObject),
-        (format!("{h}.{}.sig", seg("\"str\"")), MalformedToken::PayloadNotObject),
+        (
+            format!("{h}.{}.sig", seg("[1,2]")),
+            MalformedToken::PayloadNotObject,
+        ),
+        (
+            format!("{h}.{}.sig", seg("\"str\"")),
+            MalformedToken::PayloadNotObject,
+        ),
         (
             format!("{}.{p}.sig", seg(r#"{"alg":"RS256","crit":["exp"]}"#)),
             MalformedToken::CriticalHeader,
@@ -51,5 +57,10 @@ fn rejects_malformed_shapes() {
 #[test]
 fn audience_of_other_types_is_empty() {
     let token = format!("{}.{}.c2ln", seg(r#"{"alg":"HS256"}"#), seg(r#"{"aud":5}"#));
-    assert!(UnverifiedToken::parse(&token).unwrap().audiences().is_empty());
+    assert!(
+        UnverifiedToken::parse(&token)
+            .unwrap()
+            .audiences()
+            .is_empty()
+    );
 }
