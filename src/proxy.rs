@@ -160,7 +160,22 @@ impl Gateway {
                 .map(str::to_owned);
             (header.method.as_str().to_owned(), origin)
         };
+        let cors = sts::cors_origin(config, origin.as_deref());
         let mut reply = match method.as_str() {
+            // A CORS preflight from a listed origin (DESIGN: the well-known documents answer them).
+            "OPTIONS" if cors.is_some() => Reply {
+                status: 204,
+                headers: vec![
+                    ("access-control-allow-methods", "GET, HEAD".to_owned()),
+                    (
+                        "access-control-allow-headers",
+                        "authorization, content-type".to_owned(),
+                    ),
+                    ("access-control-max-age", "600".to_owned()),
+                ],
+                content_type: "text/plain",
+                body: Vec::new(),
+            },
             "GET" | "HEAD" => Reply {
                 status: 200,
                 headers: vec![("cache-control", "public, max-age=300".to_owned())],
@@ -173,7 +188,7 @@ impl Gateway {
                 reply
             }
         };
-        if let Some(origin) = sts::cors_origin(config, origin.as_deref()) {
+        if let Some(origin) = cors {
             reply
                 .headers
                 .push(("access-control-allow-origin", origin.to_owned()));
@@ -272,10 +287,12 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         match &self.upstream.load().peer {
             Some(peer) => Ok(peer.clone()),
+            // The upstream side failed, not the client nor baton: 502, as for an upstream that is down.
             None => Err(Error::explain(
                 ErrorType::ConnectNoRoute,
                 "no [proxy] upstream is configured",
-            )),
+            )
+            .into_up()),
         }
     }
 
@@ -328,7 +345,12 @@ impl ProxyHttp for Gateway {
                 504 => "the upstream timed out",
                 _ => "the request could not be proxied",
             };
-            let body = json!({ "error": "bad_gateway", "error_description": description });
+            let error = match code {
+                502 => "bad_gateway",
+                504 => "gateway_timeout",
+                _ => "server_error",
+            };
+            let body = json!({ "error": error, "error_description": description });
             let reply = Reply {
                 status: code,
                 headers: Vec::new(),
