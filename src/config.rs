@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::de::DeserializeOwned;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -28,7 +28,8 @@ use spec::{
 };
 
 use crate::algorithm;
-use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource, StaticKey};
+use crate::crypto::Verifier;
+use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource};
 use crate::mapping::{ClaimMapper, quote_key};
 use crate::mint::keys::SigningKey;
 use crate::mint::{
@@ -821,8 +822,8 @@ impl Loader<'_> {
             }
         };
         for alg in algorithms {
-            if alg.family() != key.family {
-                let message = if key.family == AlgorithmFamily::Hmac {
+            if alg.family() != key.family() {
+                let message = if key.family() == AlgorithmFamily::Hmac {
                     format!(
                         "{} needs a public key, but this key is an HMAC secret",
                         algorithm::name(*alg)
@@ -836,13 +837,13 @@ impl Loader<'_> {
                     format!(
                         "{} does not fit this {:?} key",
                         algorithm::name(*alg),
-                        key.family
+                        key.family()
                     )
                 };
                 self.error(at, &format!("{path}.algorithms"), &message);
             }
         }
-        if field == "key" && key.family == AlgorithmFamily::Hmac {
+        if field == "key" && key.family() == AlgorithmFamily::Hmac {
             self.warnings.push(format!(
                 "{path}: the HMAC secret is inline in the file; use key_env or key_file outside demos"
             ));
@@ -1082,7 +1083,7 @@ enum SecretFrom {
 }
 
 /// Reads a static IdP key: a PEM public key, a JWK, or else an HMAC secret's bytes.
-fn static_key(bytes: &[u8], algorithms: &[Algorithm]) -> Result<StaticKey, String> {
+fn static_key(bytes: &[u8], algorithms: &[Algorithm]) -> Result<Verifier, String> {
     let trimmed = bytes.trim_ascii();
     if trimmed.starts_with(b"-----BEGIN") {
         if trimmed.windows(11).any(|w| w == b"PRIVATE KEY") {
@@ -1093,33 +1094,16 @@ fn static_key(bytes: &[u8], algorithms: &[Algorithm]) -> Result<StaticKey, Strin
             .map(|a| a.family())
             .find(|f| *f != AlgorithmFamily::Hmac)
             .ok_or("an HMAC algorithm is never verified with a public key")?;
-        let key = match family {
-            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(trimmed),
-            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(trimmed),
-            _ => DecodingKey::from_ed_pem(trimmed),
-        }
-        .map_err(|e| format!("not a {family:?} public key in PEM: {e}"))?;
-        return Ok(StaticKey { family, key });
+        return Verifier::from_public_pem(family, trimmed).map_err(|e| e.0);
     }
     if trimmed.starts_with(b"{") {
         let jwk: Jwk = serde_json::from_slice(trimmed).map_err(|e| format!("not a JWK: {e}"))?;
-        let family = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-            AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-            AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
-            AlgorithmParameters::OctetKey(_) => AlgorithmFamily::Hmac,
-            _ => return Err("unsupported JWK key type".to_owned()),
-        };
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable JWK: {e}"))?;
-        return Ok(StaticKey { family, key });
+        return Verifier::from_jwk(&jwk).map_err(|e| format!("unusable JWK: {e}"));
     }
     if bytes.is_empty() {
         return Err("the key is empty".to_owned());
     }
-    Ok(StaticKey {
-        family: AlgorithmFamily::Hmac,
-        key: DecodingKey::from_secret(bytes),
-    })
+    Ok(Verifier::hmac(bytes))
 }
 
 /// Whether `service` matches `^[a-zA-Z0-9_-]{1,128}$`.

@@ -380,13 +380,11 @@ fn verify_own_token(
             idp: "baton".to_owned(),
         });
     }
-    let signature_ok = jsonwebtoken::crypto::verify(
-        token.signature,
-        token.signing_input.as_bytes(),
-        key.verification_key(),
+    let signature_ok = key.verifier().verify(
         key.algorithm(),
-    )
-    .unwrap_or(false);
+        token.signing_input.as_bytes(),
+        token.signature,
+    );
     if !signature_ok {
         return Err(VerifyError::BadSignature);
     }

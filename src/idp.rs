@@ -3,11 +3,12 @@
 pub mod jwks;
 pub mod verify;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::Algorithm;
+
+use crate::crypto::Verifier;
 
 use crate::mapping::ClaimMapper;
 
@@ -40,16 +41,8 @@ pub enum KeySource {
     Discovery,
     /// A JWKS document at this URL.
     JwksUrl(String),
-    /// A key given in the config.
-    Static(StaticKey),
-}
-
-/// A verification key given in the config: an HMAC secret or a public key.
-pub struct StaticKey {
-    /// The key family, which the IdP's algorithms must all belong to.
-    pub family: AlgorithmFamily,
-    /// The key.
-    pub key: DecodingKey,
+    /// A key given in the config: an HMAC secret or a public key.
+    Static(Verifier),
 }
 
 /// Why no IdP was selected for a token.
@@ -139,14 +132,6 @@ impl IdpSet {
     /// The IdPs, most specific first.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<IdentityProvider>> {
         self.ordered.iter()
-    }
-}
-
-impl fmt::Debug for StaticKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticKey")
-            .field("family", &self.family)
-            .finish_non_exhaustive()
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod algorithm;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod errors;
 pub mod exchange;

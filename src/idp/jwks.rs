@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ pub struct VerificationKey {
     alg: Option<Algorithm>,
     family: AlgorithmFamily,
     curve: Option<EllipticCurve>,
-    key: DecodingKey,
+    key: crate::crypto::Verifier,
 }
 
 /// Why keys could not be had.
@@ -521,7 +521,7 @@ impl VerificationKey {
         if alg.is_some_and(|alg| alg.family() != family) {
             return None;
         }
-        let key = DecodingKey::from_jwk(&jwk).ok()?;
+        let key = crate::crypto::Verifier::from_jwk(&jwk).ok()?;
         Some(Self {
             kid: jwk.common.key_id,
             alg,
@@ -545,7 +545,7 @@ impl VerificationKey {
     }
 
     /// The key.
-    pub fn decoding_key(&self) -> &DecodingKey {
+    pub fn verifier(&self) -> &crate::crypto::Verifier {
         &self.key
     }
 }

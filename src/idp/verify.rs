@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{Map, Value};
 
 use super::jwks::{JwksCache, JwksError};
@@ -171,7 +171,7 @@ impl Verifier {
         let kid = token.header.kid.as_deref();
         let jwks_url: Arc<str> = match &idp.keys {
             KeySource::Static(key) => {
-                return verify_with(&key.key, token, alg);
+                return verify_with(key, token, alg);
             }
             KeySource::JwksUrl(url) => Arc::from(url.as_str()),
             KeySource::Discovery => {
@@ -196,7 +196,7 @@ impl Verifier {
             });
         }
         // Without a `kid` several keys may fit; any one verifying is enough.
-        if candidates.any(|key| verify_with(key.decoding_key(), token, alg).is_ok()) {
+        if candidates.any(|key| verify_with(key.verifier(), token, alg).is_ok()) {
             Ok(())
         } else {
             Err(VerifyError::BadSignature)
@@ -217,7 +217,7 @@ fn check_algorithm(idp: &IdentityProvider, alg: &str) -> Result<Algorithm, Verif
     }
     // Belt and braces: validation already refuses HMAC with a JWKS or a public key.
     let key_is_secret =
-        matches!(&idp.keys, KeySource::Static(k) if k.family == AlgorithmFamily::Hmac);
+        matches!(&idp.keys, KeySource::Static(k) if k.family() == AlgorithmFamily::Hmac);
     if algorithm::is_hmac(parsed) != key_is_secret {
         return Err(not_allowed());
     }
@@ -225,16 +225,14 @@ fn check_algorithm(idp: &IdentityProvider, alg: &str) -> Result<Algorithm, Verif
 }
 
 fn verify_with(
-    key: &DecodingKey,
+    key: &crate::crypto::Verifier,
     token: &UnverifiedToken<'_>,
     alg: Algorithm,
 ) -> Result<(), VerifyError> {
-    if key.family() != alg.family() {
-        return Err(VerifyError::BadSignature);
-    }
-    match jsonwebtoken::crypto::verify(token.signature, token.signing_input.as_bytes(), key, alg) {
-        Ok(true) => Ok(()),
-        _ => Err(VerifyError::BadSignature),
+    if key.verify(alg, token.signing_input.as_bytes(), token.signature) {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
     }
 }
 

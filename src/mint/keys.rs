@@ -3,10 +3,12 @@
 use std::fmt;
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey};
 
 use crate::algorithm;
+use crate::crypto::{Signer, Verifier};
 use crate::secret::Secret;
+use crate::token::b64url;
 
 /// A key baton signs its tokens with.
 ///
@@ -14,8 +16,8 @@ use crate::secret::Secret;
 pub struct SigningKey {
     id: String,
     algorithm: Algorithm,
-    encoding: EncodingKey,
-    verification: DecodingKey,
+    signer: Signer,
+    verification: Verifier,
     public_jwk: Option<Jwk>,
     retired: bool,
 }
@@ -39,25 +41,22 @@ impl SigningKey {
         if secret.expose().is_empty() {
             return Err(KeyError("the HMAC secret is empty".to_owned()));
         }
-        Self::checked(
-            id,
-            alg,
-            EncodingKey::from_secret(secret.expose()),
-            DecodingKey::from_secret(secret.expose()),
-            None,
-        )
+        let signer = Signer::hmac(alg, secret.expose()).map_err(|e| KeyError(e.0))?;
+        Self::checked(id, signer, Verifier::hmac(secret.expose()), None)
     }
 
     /// An asymmetric key from a PEM private key (PKCS#8, or PKCS#1 for RSA).
     pub fn from_private_pem(id: &str, alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        if alg.family() == AlgorithmFamily::Hmac {
+            return Err(KeyError(format!(
+                "{} needs a secret (secret_env or secret_file), not a private key",
+                algorithm::name(alg)
+            )));
+        }
+        let signer = Signer::from_pem(alg, pem).map_err(|e| KeyError(e.0))?;
+        // jsonwebtoken derives the public JWK (n/e, x/y or x) at load; it never signs here.
         let encoding = match alg.family() {
-            AlgorithmFamily::Hmac => {
-                return Err(KeyError(format!(
-                    "{} needs a secret (secret_env or secret_file), not a private key",
-                    algorithm::name(alg)
-                )));
-            }
-            AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(pem),
+            AlgorithmFamily::Hmac | AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(pem),
             AlgorithmFamily::Ec => EncodingKey::from_ec_pem(pem),
             AlgorithmFamily::Ed => EncodingKey::from_ed_pem(pem),
         }
@@ -75,26 +74,26 @@ impl SigningKey {
         })?;
         jwk.common.key_id = Some(id.to_owned());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        let verification = DecodingKey::from_jwk(&jwk)
-            .map_err(|e| KeyError(format!("cannot derive the public key: {e}")))?;
-        Self::checked(id, alg, encoding, verification, Some(jwk))
+        let verification = signer
+            .public_verifier()
+            .ok_or_else(|| KeyError("cannot derive the public key".to_owned()))?;
+        Self::checked(id, signer, verification, Some(jwk))
     }
 
     /// Signs a test message and verifies it, so that a key whose material does not fit its
     /// algorithm (an EC P-384 key declared ES256, say) fails at load, not at first use.
     fn checked(
         id: &str,
-        alg: Algorithm,
-        encoding: EncodingKey,
-        verification: DecodingKey,
+        signer: Signer,
+        verification: Verifier,
         public_jwk: Option<Jwk>,
     ) -> Result<Self, KeyError> {
+        let alg = signer.algorithm();
         let probe = b"baton key check";
-        let signature = jsonwebtoken::crypto::sign(probe, &encoding, alg)
+        let signature = signer
+            .sign(probe)
             .map_err(|e| KeyError(format!("the key cannot sign {}: {e}", algorithm::name(alg))))?;
-        let verified =
-            jsonwebtoken::crypto::verify(&signature, probe, &verification, alg).unwrap_or(false);
-        if !verified {
+        if !verification.verify(alg, probe, &b64url(&signature)) {
             return Err(KeyError(format!(
                 "the key does not fit {}",
                 algorithm::name(alg)
@@ -103,7 +102,7 @@ impl SigningKey {
         Ok(Self {
             id: id.to_owned(),
             algorithm: alg,
-            encoding,
+            signer,
             verification,
             public_jwk,
             retired: false,
@@ -137,13 +136,15 @@ impl SigningKey {
     }
 
     /// The key that verifies this key's signatures.
-    pub fn verification_key(&self) -> &DecodingKey {
+    pub fn verifier(&self) -> &Verifier {
         &self.verification
     }
 
     /// Signs `message`, returning the base64url signature.
     pub fn sign(&self, message: &[u8]) -> Result<String, KeyError> {
-        jsonwebtoken::crypto::sign(message, &self.encoding, self.algorithm)
+        self.signer
+            .sign(message)
+            .map(|signature| b64url(&signature))
             .map_err(|e| KeyError(format!("signing with key {} failed: {e}", self.id)))
     }
 }
