@@ -266,6 +266,16 @@ fn pipeline(c: &mut Criterion) {
                 .unwrap()
         });
     });
+    let verifier = baton::crypto::Verifier::from_jwk(jwk).unwrap();
+    let signer =
+        baton::crypto::Signer::hmac(Algorithm::HS256, b"sbsec_bench_secret_0123456789abcdef")
+            .unwrap();
+    c.bench_function("baseline/rs256-verify+hs256-sign/parsed-keys", |b| {
+        b.iter(|| {
+            assert!(verifier.verify(Algorithm::RS256, input.as_bytes(), signature));
+            signer.sign(black_box(input.as_bytes())).unwrap()
+        });
+    });
 }
 
 criterion_group!(benches, verify, map, mint, pipeline);

@@ -76,6 +76,16 @@ pub struct Minted {
     pub idp: Arc<str>,
 }
 
+/// The payload of a `statebacked` token, serialized without building a JSON map first.
+#[derive(serde::Serialize)]
+struct StateBackedPayload<'a> {
+    act: &'a Map<String, Value>,
+    aud: &'a str,
+    iss: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
 /// Minting failed: baton's own fault (a key that cannot sign), never the caller's.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("minting failed: {0}")]
@@ -131,12 +141,12 @@ impl TokenProvider {
             .saturating_add(self.ttl.as_secs())
             .min(subject_expires_at);
         let payload = match self.profile {
-            Profile::StateBacked => json!({
-                "act": claims,
-                "aud": self.audience,
-                "iss": self.issuer,
-                "iat": now,
-                "exp": expires_at,
+            Profile::StateBacked => serde_json::to_vec(&StateBackedPayload {
+                act: &claims,
+                aud: &self.audience,
+                iss: &self.issuer,
+                iat: now,
+                exp: expires_at,
             }),
             Profile::AccessToken => {
                 let mut payload = claims;
@@ -145,10 +155,10 @@ impl TokenProvider {
                 payload.insert("iat".to_owned(), Value::from(now));
                 payload.insert("exp".to_owned(), Value::from(expires_at));
                 payload.insert("jti".to_owned(), Value::from(new_jti()?));
-                Value::Object(payload)
+                serde_json::to_vec(&payload)
             }
-        };
-        let payload = serde_json::to_vec(&payload).map_err(|e| MintError(e.to_string()))?;
+        }
+        .map_err(|e| MintError(e.to_string()))?;
         let mut token =
             String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 400);
         token.push_str(&self.encoded_header);
