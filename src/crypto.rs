@@ -26,8 +26,9 @@ pub struct Signer {
     kind: SignerKind,
 }
 
+// HMAC keys hold precomputed pads (over a kilobyte): boxed to keep every variant small.
 enum SignerKind {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Rsa(RsaKeyPair, &'static dyn signature::RsaEncoding),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
@@ -48,7 +49,7 @@ enum Material {
 }
 
 enum Parsed {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Public(ParsedPublicKey),
 }
 
@@ -66,7 +67,7 @@ impl Signer {
             .ok_or_else(|| CryptoError(format!("{} is not HMAC", algorithm::name(alg))))?;
         Ok(Self {
             algorithm: alg,
-            kind: SignerKind::Hmac(hmac::Key::new(hmac_alg, secret)),
+            kind: SignerKind::Hmac(Box::new(hmac::Key::new(hmac_alg, secret))),
         })
     }
 
@@ -272,7 +273,7 @@ impl Verifier {
         self.parsed[slot]
             .get_or_init(|| match &self.material {
                 Material::Secret(secret) => {
-                    hmac_algorithm(alg).map(|a| Parsed::Hmac(hmac::Key::new(a, secret)))
+                    hmac_algorithm(alg).map(|a| Parsed::Hmac(Box::new(hmac::Key::new(a, secret))))
                 }
                 Material::Public(bytes) => {
                     ParsedPublicKey::new(verification_algorithm(alg)?, bytes)
