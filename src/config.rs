@@ -848,7 +848,7 @@ impl Loader<'_> {
                 "{path}: the HMAC secret is inline in the file; use key_env or key_file outside demos"
             ));
         }
-        Some(KeySource::Static(key))
+        Some(KeySource::Static(Box::new(key)))
     }
 
     fn provider(

@@ -119,7 +119,7 @@ impl Exchanger {
             .expire_after(MintedExpiry {
                 clock: Arc::clone(&options.clock),
             })
-            .build_with_hasher(DigestHasher::default());
+            .build_with_hasher(DigestHasher);
         Ok(Self {
             pipeline: ArcSwap::from_pointee(Pipeline::new(config, 1)),
             minted,

@@ -42,7 +42,7 @@ pub enum KeySource {
     /// A JWKS document at this URL.
     JwksUrl(String),
     /// A key given in the config: an HMAC secret or a public key.
-    Static(Verifier),
+    Static(Box<Verifier>),
 }
 
 /// Why no IdP was selected for a token.
