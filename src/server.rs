@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pingora::apps::ServerApp;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use tokio::net::TcpListener;
@@ -125,19 +124,104 @@ impl App {
     }
 }
 
-/// Wraps an accepted socket as pingora does, so that sessions know the client's address.
+/// Wraps an accepted socket for pingora: with a write buffer, as pingora's own listeners
+/// give (a response header and a small body leave in one segment, not two), and with the
+/// socket digest that tells sessions the client's address.
 fn pingora_stream(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
 ) -> pingora::protocols::Stream {
-    use pingora::protocols::{GetSocketDigest as _, SocketDigest};
+    use pingora::protocols::SocketDigest;
     use std::os::fd::AsRawFd as _;
-    let mut stream = L4Stream::from(stream);
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
     // A digest made just now has an empty cell, so `set` cannot fail.
     let _ = digest.peer_addr.set(Some(peer.into()));
-    stream.set_socket_digest(digest);
-    Box::new(stream)
+    Box::new(BufferedTcp {
+        id: stream.as_raw_fd(),
+        inner: tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
+        digest: Arc::new(digest),
+    })
+}
+
+/// pingora's default L4 write buffer: one Ethernet-sized segment.
+const WRITE_BUFFER_BYTES: usize = 1460;
+
+/// A downstream TCP connection with a write buffer. pingora flushes it when a response
+/// header has no body and when a body is finished, as it does its own buffered streams.
+#[derive(Debug)]
+struct BufferedTcp {
+    id: i32,
+    inner: tokio::io::BufWriter<tokio::net::TcpStream>,
+    digest: Arc<pingora::protocols::SocketDigest>,
+}
+
+impl tokio::io::AsyncRead for BufferedTcp {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BufferedTcp {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::protocols::Shutdown for BufferedTcp {
+    async fn shutdown(&mut self) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.inner).await;
+    }
+}
+
+impl pingora::protocols::UniqueID for BufferedTcp {
+    fn id(&self) -> pingora::protocols::UniqueIDType {
+        self.id
+    }
+}
+
+impl pingora::protocols::Ssl for BufferedTcp {}
+
+impl pingora::protocols::Peek for BufferedTcp {}
+
+impl pingora::protocols::GetTimingDigest for BufferedTcp {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl pingora::protocols::GetProxyDigest for BufferedTcp {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        None
+    }
+}
+
+impl pingora::protocols::GetSocketDigest for BufferedTcp {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        Some(Arc::clone(&self.digest))
+    }
 }
 
 /// Reloads the config file into `gateway`; a bad file is logged and the old config kept.

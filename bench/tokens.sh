@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Load test of POST /tokens: cold (distinct subject tokens, RS256 → HS256) and warm (one
+# token, cache hit). Reports req/s and baton's CPU µs per request.
+#
+#   bench/tokens.sh            # DURATION=5 CONNS=32 COUNT=120000 PIN_WRK=0 PIN_BATON=1
+#
+# Needs wrk (apt-get install wrk). baton runs with one worker thread, pinned apart from wrk,
+# so CPU per request is comparable across runs on this shared 2-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+COUNT=${COUNT:-120000}
+PIN_WRK=${PIN_WRK:-0}
+PIN_BATON=${PIN_BATON:-1}
+PORT=${PORT:-18180}
+WORK=${WORK:-${TMPDIR:-/tmp}/baton-bench-tokens}
+
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+cargo build --release --quiet --bin baton --example subject_tokens
+mkdir -p "$WORK"
+if [ ! -s "$WORK/tokens.txt" ] || [ "$(wc -l <"$WORK/tokens.txt")" -lt "$COUNT" ] || [ -n "$(find "$WORK/tokens.txt" -mmin +90)" ]; then
+  ./target/release/examples/subject_tokens "$WORK" "$COUNT"
+fi
+head -n1 "$WORK/tokens.txt" >"$WORK/one.txt"
+
+cat >"$WORK/baton.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:$PORT"
+service = "app"
+threads = 1
+
+[[keys]]
+id = "sbk_bench"
+algorithm = "HS256"
+secret = "sbsec_bench_secret_0123456789abcdef"
+
+[[idps]]
+issuer = "https://idp.bench"
+audience = "app"
+key_file = "idp.jwk"
+mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
+
+[[token_providers]]
+service = "app"
+key = "sbk_bench"
+ttl = "1h"
+mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
+TOML
+
+RUST_LOG=warn taskset -c "$PIN_BATON" ./target/release/baton serve --config "$WORK/baton.toml" 2>"$WORK/baton.log" &
+BATON=$!
+trap 'kill $BATON 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/.well-known/jwks.json" && break; sleep 0.1; done
+
+ticks() { awk '{print $14 + $15}' "/proc/$BATON/stat"; }
+run() { # run NAME TOKENS_FILE
+  local before after requests
+  before=$(ticks)
+  TOKENS_FILE=$2 taskset -c "$PIN_WRK" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/tokens.lua \
+    "http://127.0.0.1:$PORT" >"$WORK/$1.txt"
+  after=$(ticks)
+  requests=$(awk '/requests in/ {print $1}' "$WORK/$1.txt")
+  awk -v name="$1" -v req="$requests" -v ticks="$((after - before))" -v hz="$(getconf CLK_TCK)" \
+    '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$4}
+     END {printf "%-6s %10.0f req/s  p50 %-8s p99 %-8s  baton CPU %6.1f us/req  non-2xx %d\n", name, rps, p50, p99, ticks * 1e6 / hz / req, bad}' \
+    "$WORK/$1.txt"
+}
+echo "# $(date -Is) POST /tokens, wrk -t1 -c$CONNS -d${DURATION}s, baton 1 thread on CPU $PIN_BATON, wrk on CPU $PIN_WRK"
+run warmup "$WORK/one.txt" >/dev/null
+run warm "$WORK/one.txt"
+run cold "$WORK/tokens.txt"
+grep -h "tokens used" "$WORK/cold.txt"
