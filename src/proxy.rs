@@ -24,6 +24,7 @@ use crate::errors::{Surface, rejection};
 use crate::exchange::{Authorized, Exchanger};
 use crate::published;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
+use crate::telemetry;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1). `Connection`,
 /// `Upgrade` and `Transfer-Encoding` are pingora's to manage.
@@ -252,22 +253,23 @@ impl ProxyHttp for Gateway {
         match self.exchanger.authorize(token, service).await {
             Ok(Authorized::Own) => Ok(false),
             Ok(Authorized::Exchanged(exchanged)) => {
-                if !exchanged.cached {
-                    tracing::info!(
-                        target: "baton::exchange",
-                        outcome = "ok",
-                        surface = "proxy",
-                        idp = %exchanged.minted.idp,
-                        service = %service,
-                        cached = false,
-                        latency_us = started.elapsed().as_micros(),
-                    );
-                }
+                telemetry::exchange_ok(
+                    telemetry::Surface::Proxy,
+                    &exchanged.minted.idp,
+                    service,
+                    exchanged.cached,
+                    started.elapsed(),
+                );
                 ctx.authorization = Some(format!("Bearer {}", exchanged.minted.token));
                 Ok(false)
             }
             Err(e) => {
-                sts::log_failure(&e, "proxy", service, started.elapsed().as_micros());
+                telemetry::exchange_refused(
+                    telemetry::Surface::Proxy,
+                    &e,
+                    service,
+                    started.elapsed(),
+                );
                 let r = rejection(&e, Surface::Proxy);
                 let reply = if r.status == 401 {
                     unauthorized(r.error, r.description)

@@ -13,8 +13,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{Config, valid_service};
 use crate::errors::{Surface, rejection};
-use crate::exchange::{ExchangeError, Exchanger};
+use crate::exchange::Exchanger;
 use crate::mint::TokenProvider;
+use crate::telemetry;
 use crate::token::MAX_TOKEN_BYTES;
 
 /// The largest request body read, in bytes; larger bodies get 413.
@@ -212,17 +213,15 @@ async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest
 
     let started = Instant::now();
     let result = exchanger.exchange(subject_token, &service).await;
-    let micros = started.elapsed().as_micros();
+    let latency = started.elapsed();
     match result {
         Ok(exchanged) => {
-            tracing::info!(
-                target: "baton::exchange",
-                outcome = "ok",
-                surface = "tokens",
-                idp = %exchanged.minted.idp,
-                service = %service,
-                cached = exchanged.cached,
-                latency_us = micros,
+            telemetry::exchange_ok(
+                telemetry::Surface::Tokens,
+                &exchanged.minted.idp,
+                &service,
+                exchanged.cached,
+                latency,
             );
             let now = exchanger.now_unix();
             Reply::json(
@@ -236,24 +235,11 @@ async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest
             )
         }
         Err(e) => {
-            log_failure(&e, "tokens", &service, micros);
+            telemetry::exchange_refused(telemetry::Surface::Tokens, &e, &service, latency);
             let r = rejection(&e, Surface::TokenEndpoint);
             Reply::oauth_error(r.status, r.error, r.description)
         }
     }
-}
-
-/// One log line for a failed exchange: the stage and the error (never the token).
-pub fn log_failure(error: &ExchangeError, surface: &'static str, service: &str, latency_us: u128) {
-    tracing::info!(
-        target: "baton::exchange",
-        outcome = "refused",
-        surface,
-        stage = error.stage(),
-        error = %error,
-        service = %service,
-        latency_us,
-    );
 }
 
 fn invalid_request(description: &str) -> Reply {

@@ -83,7 +83,7 @@ async fn spawn_baton(dir: &std::path::Path, config: &str, addr: SocketAddr) -> B
     std::fs::write(&path, config).unwrap();
     let log = dir.join("baton.log");
     let child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["serve", "--config"])
+        .args(["serve", "--log-format", "json", "--config"])
         .arg(&path)
         .env("E2E_HMAC_SECRET", HMAC_SECRET)
         .env("E2E_CLIENT_SECRET", CLIENT_ENV_SECRET)
@@ -547,6 +547,57 @@ async fn form_body_exchanges() {
         !fx.baton.log().contains(&token),
         "the log holds the subject token"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_exchange_is_one_json_log_line_without_token_or_secret() {
+    let fx = Fixture::start().await;
+    let token = fx.subject("user-logged");
+    let exchange = |token: String| {
+        let fx = &fx;
+        async move {
+            fx.post_form(&[
+                ("grant_type", GRANT),
+                ("subject_token", &token),
+                ("audience", "app"),
+            ])
+            .await
+        }
+    };
+    fx.assert_minted(&exchange(token.clone()).await, "user-logged")
+        .await;
+    let expired =
+        fx.subject_with(json!({ "iss": ISS, "aud": AUD, "sub": "late", "exp": now() - 3600 }));
+    exchange(expired.clone())
+        .await
+        .assert_error(400, "invalid_request");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let log = fx.baton.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .filter(|line: &Value| line["target"] == "baton::exchange")
+        .collect();
+    let ok: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "ok").collect();
+    let refused: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "refused").collect();
+    assert_eq!((ok.len(), refused.len()), (1, 1), "{log}");
+    assert_eq!(ok[0]["service"], "app");
+    assert_eq!(ok[0]["surface"], "tokens");
+    assert!(
+        ok[0]["idp"].as_str().is_some_and(|idp| !idp.is_empty()),
+        "{log}"
+    );
+    assert!(ok[0]["latency_us"].is_u64(), "{log}");
+    assert_eq!(refused[0]["stage"], "time claims");
+    for secret in [
+        token.as_str(),
+        expired.as_str(),
+        HMAC_SECRET,
+        CLIENT_ENV_SECRET,
+    ] {
+        assert!(!log.contains(secret), "the log holds a token or a secret");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
