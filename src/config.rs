@@ -55,6 +55,8 @@ pub const DEFAULT_METADATA_PATH: &str = "/.well-known/oauth-authorization-server
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upstream read timeout unless `[proxy] read_timeout` is set.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long SIGTERM waits for in-flight requests unless `[proxy] grace_period` is set.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 
 /// A validated configuration.
 #[derive(Debug)]
@@ -96,6 +98,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
 }
 
 /// How log lines are written.
@@ -144,6 +148,10 @@ pub struct ProxyConfig {
     pub read_timeout: Duration,
     /// Worker threads (default: the number of CPUs).
     pub threads: Option<usize>,
+    /// Whether a client's `X-Forwarded-*` headers come from a trusted proxy.
+    pub trust_forwarded_headers: bool,
+    /// How long SIGTERM waits for in-flight requests.
+    pub grace_period: Duration,
 }
 
 /// `[admin]`.
@@ -413,6 +421,7 @@ impl Loader<'_> {
             public_url,
             cors_origins,
             log_format,
+            watch_config: spec.watch_config.unwrap_or(true),
         }
     }
 
@@ -498,6 +507,12 @@ impl Loader<'_> {
             &place,
             "read_timeout",
         );
+        let grace_period = self.duration(
+            spec.grace_period.as_ref(),
+            DEFAULT_GRACE_PERIOD,
+            &place,
+            "grace_period",
+        );
         if spec.threads == Some(0) {
             self.error(None, "proxy.threads", "at least one thread");
         }
@@ -510,6 +525,8 @@ impl Loader<'_> {
             connect_timeout,
             read_timeout,
             threads: spec.threads,
+            trust_forwarded_headers: spec.trust_forwarded_headers,
+            grace_period,
         }
     }
 

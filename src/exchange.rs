@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::explain::Trace;
-use crate::idp::IdpSet;
 use crate::idp::jwks::{JwksCache, JwksError, JwksPolicy};
 use crate::idp::verify::{Verifier, VerifyError};
+use crate::idp::{IdpSet, KeySource};
 pub use crate::mint::Minted;
 use crate::mint::keys::SigningKey;
 use crate::mint::{MintError, TokenProvider};
@@ -157,6 +157,61 @@ impl Exchanger {
     /// Cache hit and miss counts.
     pub fn cache_stats(&self) -> &CacheStats {
         &self.stats
+    }
+
+    /// Fetches the keys of every IdP that uses a JWKS or discovery, so that the first
+    /// tokens do not wait and readiness can be told. Failures are logged, not fatal.
+    pub async fn prefetch_keys(&self) {
+        let pipeline = self.pipeline.load_full();
+        let jwks = self.verifier.jwks();
+        for idp in pipeline.idps.iter() {
+            let url: Arc<str> = match &idp.keys {
+                KeySource::Static(_) => continue,
+                KeySource::JwksUrl(url) => Arc::from(url.as_str()),
+                KeySource::Discovery => {
+                    match jwks
+                        .discover(idp.issuer.as_deref().unwrap_or_default())
+                        .await
+                    {
+                        Ok(url) => url,
+                        Err(e) => {
+                            tracing::warn!(idp = %idp.name, error = %e, "discovery failed");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = jwks.prefetch(&url).await {
+                tracing::warn!(idp = %idp.name, error = %e, "fetching the IdP's keys failed");
+            }
+        }
+    }
+
+    /// Each IdP's name and whether its keys are at hand (static keys always are).
+    pub async fn keys_ready(&self) -> Vec<(String, bool)> {
+        let pipeline = self.pipeline.load_full();
+        let jwks = self.verifier.jwks();
+        let mut readiness = Vec::new();
+        for idp in pipeline.idps.iter() {
+            let ready = match &idp.keys {
+                KeySource::Static(_) => true,
+                KeySource::JwksUrl(url) => jwks.has_keys(url),
+                KeySource::Discovery => match idp.issuer.as_deref() {
+                    Some(issuer) => match jwks.discovered(issuer).await {
+                        Some(url) => jwks.has_keys(&url),
+                        None => false,
+                    },
+                    None => false,
+                },
+            };
+            readiness.push((idp.name.clone(), ready));
+        }
+        readiness
+    }
+
+    /// How many minted tokens the cache holds (approximately).
+    pub fn cached_tokens(&self) -> u64 {
+        self.minted.entry_count()
     }
 
     /// Exchanges `subject_token` for a token of `service`'s provider, from the cache when

@@ -12,6 +12,7 @@
 //! The entry point is [`exchange::Exchanger`], built from a validated [`config::Config`]
 //! (see [`config::Config::from_toml`]).
 
+pub mod admin;
 pub mod algorithm;
 pub mod clock;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod explain;
 pub mod idp;
 pub mod keygen;
 pub mod mapping;
+pub mod metrics;
 pub mod mint;
 pub mod proxy;
 pub mod published;

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::config::{Config, OnMissing};
 use crate::errors::{Surface, rejection};
 use crate::exchange::{Authorized, Exchanger};
+use crate::metrics::Metrics;
 use crate::published;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 use crate::telemetry;
@@ -41,6 +42,7 @@ pub struct Gateway {
     exchanger: Arc<Exchanger>,
     upstream: Arc<ArcSwap<Upstream>>,
     in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 /// Where requests go, resolved when the config loads (never per request).
@@ -54,6 +56,7 @@ struct Upstream {
 pub struct RequestCtx {
     authorization: Option<String>,
     counted: bool,
+    upstream_started: Option<Instant>,
 }
 
 /// The config's upstream could not be resolved.
@@ -70,10 +73,12 @@ impl Gateway {
     /// A gateway over `exchanger`, sending requests to its config's upstream.
     pub fn new(exchanger: Arc<Exchanger>) -> Result<Self, UpstreamError> {
         let upstream = Upstream::resolve(&exchanger.config())?;
+        let metrics = Arc::new(Metrics::new(Arc::clone(&exchanger)));
         Ok(Self {
             exchanger,
             upstream: Arc::new(ArcSwap::from_pointee(upstream)),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            metrics,
         })
     }
 
@@ -84,7 +89,13 @@ impl Gateway {
             exchanger: Arc::clone(&this.exchanger),
             upstream: Arc::clone(&this.upstream),
             in_flight: Arc::clone(&this.in_flight),
+            metrics: Arc::clone(&this.metrics),
         }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Swaps in a new config (the exchanger's and the upstream's) atomically.
@@ -141,7 +152,7 @@ impl Gateway {
             origin: origin.as_deref(),
             body: &body,
         };
-        let reply = sts::handle(&self.exchanger, &request).await;
+        let reply = sts::handle(&self.exchanger, &self.metrics, &request).await;
         respond(session, &reply).await
     }
 
@@ -254,6 +265,7 @@ impl ProxyHttp for Gateway {
             Ok(Authorized::Own) => Ok(false),
             Ok(Authorized::Exchanged(exchanged)) => {
                 telemetry::exchange_ok(
+                    &self.metrics,
                     telemetry::Surface::Proxy,
                     &exchanged.minted.idp,
                     service,
@@ -265,6 +277,7 @@ impl ProxyHttp for Gateway {
             }
             Err(e) => {
                 telemetry::exchange_refused(
+                    &self.metrics,
                     telemetry::Surface::Proxy,
                     &e,
                     service,
@@ -310,20 +323,8 @@ impl ProxyHttp for Gateway {
         for name in HOP_BY_HOP {
             upstream.remove_header(name);
         }
-        // X-Forwarded-*: set from what baton saw; a client's own values are not trusted.
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
-        } else {
-            upstream.remove_header("x-forwarded-for");
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        let host = session.req_header().headers.get("host").cloned();
-        match host {
-            Some(host) => upstream.insert_header("x-forwarded-host", host)?,
-            None => {
-                upstream.remove_header("x-forwarded-host");
-            }
-        }
+        forwarded_headers(session, upstream, trust_forwarded(&self.exchanger))?;
+        ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
 
@@ -369,9 +370,24 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started.take() {
+            self.metrics.upstream(started.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.counted {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some(response) = session.response_written() {
+            self.metrics.proxied(response.status.as_u16());
         }
     }
 }
@@ -400,6 +416,54 @@ impl Upstream {
             peer: Some(Box::new(peer)),
         })
     }
+}
+
+fn trust_forwarded(exchanger: &Exchanger) -> bool {
+    exchanger.config().proxy.trust_forwarded_headers
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A client's own values are replaced, unless
+/// `[proxy] trust_forwarded_headers` says a trusted proxy stands in front of baton; then
+/// baton appends to `X-Forwarded-For` and keeps the others.
+fn forwarded_headers(session: &Session, upstream: &mut RequestHeader, trusted: bool) -> Result<()> {
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|addr| addr.ip().to_string());
+    let header = |name: &str| {
+        session
+            .req_header()
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let forwarded_for = match (
+        trusted.then(|| header("x-forwarded-for")).flatten(),
+        client_ip,
+    ) {
+        (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
+        (Some(chain), None) => Some(chain),
+        (None, ip) => ip,
+    };
+    match forwarded_for {
+        Some(value) => upstream.insert_header("x-forwarded-for", value)?,
+        None => {
+            upstream.remove_header("x-forwarded-for");
+        }
+    }
+    if !(trusted && header("x-forwarded-proto").is_some()) {
+        upstream.insert_header("x-forwarded-proto", "http")?;
+    }
+    if !(trusted && header("x-forwarded-host").is_some()) {
+        match header("host") {
+            Some(host) => upstream.insert_header("x-forwarded-host", host)?,
+            None => {
+                upstream.remove_header("x-forwarded-host");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The service for `path`: the first matching route's, else `[proxy] service`.

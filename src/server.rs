@@ -15,12 +15,12 @@ use pingora::server::configuration::ServerConf;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::AdminState;
 use crate::config::Config;
 use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::Gateway;
 
-/// How long SIGTERM waits for in-flight requests unless configured otherwise.
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+pub use crate::config::DEFAULT_GRACE_PERIOD;
 
 /// The gateway's HTTP app and what it needs to run.
 #[derive(Clone)]
@@ -225,21 +225,21 @@ impl pingora::protocols::GetSocketDigest for BufferedTcp {
 }
 
 /// Reloads the config file into `gateway`; a bad file is logged and the old config kept.
-pub fn reload(gateway: &Gateway, path: &Path) -> bool {
+pub fn reload(gateway: &Arc<Gateway>, path: &Path) -> bool {
     match Config::load(path) {
-        Ok(config) => match gateway.reload(config) {
-            Ok(()) => {
-                tracing::info!(
-                    generation = gateway.exchanger().generation(),
-                    "configuration reloaded"
-                );
-                true
+        Ok(config) => {
+            let old = gateway.exchanger().config();
+            if (old.proxy.listen, old.admin.listen, old.proxy.threads)
+                != (
+                    config.proxy.listen,
+                    config.admin.listen,
+                    config.proxy.threads,
+                )
+            {
+                tracing::warn!("listen addresses and threads change only at restart");
             }
-            Err(e) => {
-                tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
-                false
-            }
-        },
+            apply(gateway, config)
+        }
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
@@ -249,25 +249,95 @@ pub fn reload(gateway: &Gateway, path: &Path) -> bool {
     }
 }
 
-/// `baton serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP.
+/// Swaps `config` in, then fetches the new IdPs' keys in the background.
+fn apply(gateway: &Arc<Gateway>, config: Config) -> bool {
+    match gateway.reload(config) {
+        Ok(()) => {
+            tracing::info!(
+                generation = gateway.exchanger().generation(),
+                "configuration reloaded"
+            );
+            let exchanger = Arc::clone(gateway.exchanger());
+            tokio::spawn(async move { exchanger.prefetch_keys().await });
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+            false
+        }
+    }
+}
+
+/// `baton serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP and when the config
+/// file changes.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
     let listen = config.proxy.listen;
+    let admin_listen = config.admin.listen;
+    let watch_config = config.server.watch_config;
     let app = App::new(config, ExchangerOptions::default()).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, "baton is serving");
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {admin_listen} (admin): {e}"))?;
+    let gateway = Arc::clone(app.gateway());
+    let admin = Arc::new(AdminState::new(Arc::clone(&gateway)));
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&admin)));
+    tokio::spawn({
+        let exchanger = Arc::clone(gateway.exchanger());
+        async move { exchanger.prefetch_keys().await }
+    });
+    tracing::info!(%listen, admin = %admin_listen, "baton is serving");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let watcher =
+        watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&gateway), config_path.clone())));
     let signals = tokio::spawn(handle_signals(
-        Arc::clone(app.gateway()),
+        Arc::clone(&gateway),
         config_path,
         shutdown_tx,
     ));
-    app.serve(listener, shutdown_rx, DEFAULT_GRACE_PERIOD).await;
+    let mut drain = shutdown_rx.clone();
+    let serving = app.serve(
+        listener,
+        shutdown_rx,
+        gateway.exchanger().config().proxy.grace_period,
+    );
+    tokio::pin!(serving);
+    // Readiness turns 503 as soon as draining starts, so load balancers stop sending.
+    tokio::select! {
+        () = &mut serving => {}
+        _ = drain.wait_for(|stop| *stop) => {
+            admin.start_draining();
+            serving.await;
+        }
+    }
     signals.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    admin_task.abort();
     tracing::info!("baton stopped");
     Ok(())
+}
+
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reloads when the config file's content changes (a ConfigMap update, an edit). Content,
+/// not mtime, is compared: Kubernetes swaps a symlink and keeps old mtimes.
+async fn watch_file(gateway: Arc<Gateway>, path: PathBuf) {
+    let mut seen = std::fs::read(&path).ok();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let current = std::fs::read(&path).ok();
+        if current.is_some() && current != seen {
+            tracing::info!(path = %path.display(), "the config file changed; reloading");
+            reload(&gateway, &path);
+            seen = current;
+        }
+    }
 }
 
 async fn handle_signals(

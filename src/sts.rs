@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{Config, valid_service};
 use crate::errors::{Surface, rejection};
 use crate::exchange::Exchanger;
+use crate::metrics::Metrics;
 use crate::mint::TokenProvider;
 use crate::telemetry;
 use crate::token::MAX_TOKEN_BYTES;
@@ -107,11 +108,11 @@ impl Reply {
 }
 
 /// Answers a request to the token endpoint.
-pub async fn handle(exchanger: &Exchanger, request: &TokenRequest<'_>) -> Reply {
+pub async fn handle(exchanger: &Exchanger, metrics: &Metrics, request: &TokenRequest<'_>) -> Reply {
     let config = exchanger.config();
     let cors = cors_origin(&config, request.origin);
     let mut reply = match request.method {
-        "POST" => exchange(exchanger, &config, request).await,
+        "POST" => exchange(exchanger, metrics, &config, request).await,
         "OPTIONS" if cors.is_some() => Reply {
             status: 204,
             headers: vec![
@@ -154,7 +155,12 @@ pub fn cors_origin<'a>(config: &Config, origin: Option<&'a str>) -> Option<&'a s
     })
 }
 
-async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest<'_>) -> Reply {
+async fn exchange(
+    exchanger: &Exchanger,
+    metrics: &Metrics,
+    config: &Config,
+    request: &TokenRequest<'_>,
+) -> Reply {
     let params = match Params::parse(request.content_type, request.body) {
         Ok(params) => params,
         Err(reply) => return reply,
@@ -217,6 +223,7 @@ async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest
     match result {
         Ok(exchanged) => {
             telemetry::exchange_ok(
+                metrics,
                 telemetry::Surface::Tokens,
                 &exchanged.minted.idp,
                 &service,
@@ -235,7 +242,7 @@ async fn exchange(exchanger: &Exchanger, config: &Config, request: &TokenRequest
             )
         }
         Err(e) => {
-            telemetry::exchange_refused(telemetry::Surface::Tokens, &e, &service, latency);
+            telemetry::exchange_refused(metrics, telemetry::Surface::Tokens, &e, &service, latency);
             let r = rejection(&e, Surface::TokenEndpoint);
             Reply::oauth_error(r.status, r.error, r.description)
         }

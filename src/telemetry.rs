@@ -5,6 +5,7 @@
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::metrics::Metrics;
 
 /// Installs the global subscriber. Calling it twice is harmless (the second is ignored).
 pub fn init(format: LogFormat) {
@@ -37,15 +38,17 @@ impl Surface {
     }
 }
 
-/// One line for a successful exchange. A proxied cache hit is the steady state of every
+/// Records a successful exchange: a metric and a log line. A proxied cache hit is the steady state of every
 /// request, so it logs at `debug`; everything else at `info`.
 pub fn exchange_ok(
+    metrics: &Metrics,
     surface: Surface,
     idp: &str,
     service: &str,
     cached: bool,
     latency: std::time::Duration,
 ) {
+    metrics.exchange(surface.as_str(), "ok", idp, service, latency);
     let latency_us = micros(latency);
     if surface == Surface::Proxy && cached {
         tracing::debug!(target: "baton::exchange", outcome = "ok", surface = surface.as_str(), idp, service, cached, latency_us);
@@ -54,13 +57,21 @@ pub fn exchange_ok(
     }
 }
 
-/// One line for a refused exchange: the stage and the error (which never holds the token).
+/// Records a refused exchange: a metric, and a log line with the stage and the error
+/// (which never holds the token).
 pub fn exchange_refused(
+    metrics: &Metrics,
     surface: Surface,
     error: &crate::exchange::ExchangeError,
     service: &str,
     latency: std::time::Duration,
 ) {
+    let outcome = match error.fault() {
+        crate::exchange::Fault::Client => "refused",
+        crate::exchange::Fault::Upstream => "unavailable",
+        crate::exchange::Fault::Internal => "error",
+    };
+    metrics.exchange(surface.as_str(), outcome, "-", service, latency);
     tracing::info!(
         target: "baton::exchange",
         outcome = "refused",

@@ -20,6 +20,8 @@ pub struct ServerSpec {
     pub metadata_path: Option<PathSetting>,
     pub cors_origins: Option<Vec<String>>,
     pub log_format: Option<String>,
+    /// Reload when the config file changes (default true); SIGHUP always reloads.
+    pub watch_config: Option<bool>,
 }
 
 /// `[proxy]`.
@@ -33,6 +35,9 @@ pub struct ProxySpec {
     pub connect_timeout: Option<DurationSpec>,
     pub read_timeout: Option<DurationSpec>,
     pub threads: Option<usize>,
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+    pub grace_period: Option<DurationSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
 }

@@ -88,7 +88,10 @@ fn the_shipped_configs_load() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let source = std::fs::read_to_string(&path).unwrap();
-            if let Err(e) = Config::from_toml(&source, &dir, &env) {
+            // Every `*_env` name a shipped config uses reads as a placeholder secret.
+            if let Err(e) = Config::from_toml(&source, &dir, &|_| {
+                Some("sbsec_placeholder_secret_for_config_tests".to_owned())
+            }) {
                 panic!("{}: {e}", path.display());
             }
             checked += 1;

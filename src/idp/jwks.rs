@@ -99,6 +99,10 @@ pub struct JwksStats {
     pub fetched: AtomicU64,
     /// Failed JWKS fetches.
     pub failed: AtomicU64,
+    /// Lookups answered by a cached key set.
+    pub hits: AtomicU64,
+    /// Lookups that had to fetch (no set, or an expired one).
+    pub misses: AtomicU64,
 }
 
 /// The shared JWKS and discovery cache.
@@ -230,7 +234,38 @@ impl JwksCache {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<KeySet>, JwksError> {
-        let entry = self.inner.sets.get_with_by_ref(url, || {
+        let entry = self.entry(url);
+        let set = self.current_set(&entry).await?;
+        if set.find(kid, alg).next().is_some() {
+            return Ok(set);
+        }
+        Ok(self.refetch_for_unknown_kid(&entry, set).await)
+    }
+
+    /// Fetches the key set at `url` unless a fresh one is cached (start-up and readiness).
+    pub async fn prefetch(&self, url: &str) -> Result<(), JwksError> {
+        let entry = self.entry(url);
+        self.current_set(&entry).await.map(|_| ())
+    }
+
+    /// Whether a usable key set for `url` is at hand (fresh, or stale within the limit).
+    pub fn has_keys(&self, url: &str) -> bool {
+        self.inner.sets.get(url).is_some_and(|entry| {
+            entry
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|set| set.fetched_at.elapsed() < self.inner.policy.stale_limit)
+        })
+    }
+
+    /// The JWKS URL discovery found for `issuer`, if it has run.
+    pub async fn discovered(&self, issuer: &str) -> Option<Arc<str>> {
+        self.inner.discovered.get(issuer).await
+    }
+
+    fn entry(&self, url: &str) -> Arc<Entry> {
+        self.inner.sets.get_with_by_ref(url, || {
             Arc::new(Entry {
                 url: url.to_owned(),
                 current: ArcSwapOption::empty(),
@@ -239,12 +274,7 @@ impl JwksCache {
                 last_failure: parking_lot::Mutex::new(None),
                 background_refresh: AtomicBool::new(false),
             })
-        });
-        let set = self.current_set(&entry).await?;
-        if set.find(kid, alg).next().is_some() {
-            return Ok(set);
-        }
-        Ok(self.refetch_for_unknown_kid(&entry, set).await)
+        })
     }
 
     /// The usable set for `entry`: fetched if there is none, refreshed if expired,
@@ -253,17 +283,24 @@ impl JwksCache {
         let policy = &self.inner.policy;
         let seen = entry.current.load_full();
         let now = Instant::now();
+        let stats = &self.inner.stats;
         match &seen {
-            Some(set) if now < set.refresh_at => return Ok(Arc::clone(set)),
+            Some(set) if now < set.refresh_at => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Arc::clone(set));
+            }
             Some(set) if now < set.expires_at => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
                 self.spawn_background_refresh(entry);
                 return Ok(Arc::clone(set));
             }
             Some(set) if entry.failed_within(policy.retry_interval) => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
                 return self.stale_or(set, entry);
             }
             _ => {}
         }
+        stats.misses.fetch_add(1, Ordering::Relaxed);
         let _flight = entry.fetch_lock.lock().await;
         let current = entry.current.load_full();
         if let Some(set) = &current
