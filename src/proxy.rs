@@ -173,39 +173,19 @@ impl Gateway {
             (header.method.as_str().to_owned(), origin)
         };
         let cors = sts::cors_origin(config, origin.as_deref());
-        let mut reply = match method.as_str() {
+        let reply = match method.as_str() {
             // A CORS preflight from a listed origin (DESIGN: the well-known documents answer them).
-            "OPTIONS" if cors.is_some() => Reply {
-                status: 204,
-                headers: vec![
-                    ("access-control-allow-methods", "GET, HEAD".to_owned()),
-                    (
-                        "access-control-allow-headers",
-                        "authorization, content-type".to_owned(),
-                    ),
-                    ("access-control-max-age", "600".to_owned()),
-                ],
-                content_type: "text/plain",
-                body: Vec::new(),
-            },
+            "OPTIONS" if cors.is_some() => Reply::preflight("GET, HEAD"),
             "GET" | "HEAD" => Reply {
                 status: 200,
                 headers: vec![("cache-control", "public, max-age=300".to_owned())],
                 content_type: "application/json",
                 body: document.to_string().into_bytes(),
             },
-            _ => {
-                let mut reply = Reply::oauth_error(405, "invalid_request", "use GET");
-                reply.headers.push(("allow", "GET, HEAD".to_owned()));
-                reply
-            }
+            _ => Reply::oauth_error(405, "invalid_request", "use GET")
+                .with_header("allow", "GET, HEAD"),
         };
-        if let Some(origin) = cors {
-            reply
-                .headers
-                .push(("access-control-allow-origin", origin.to_owned()));
-            reply.headers.push(("vary", "Origin".to_owned()));
-        }
+        let reply = reply.allow_origin(cors);
         respond(session, &reply).await
     }
 }
@@ -245,11 +225,9 @@ impl ProxyHttp for Gateway {
             return match config.proxy.on_missing {
                 OnMissing::Forward => Ok(false),
                 OnMissing::Reject => {
-                    let mut reply =
-                        Reply::oauth_error(401, "invalid_request", "a bearer token is required");
-                    reply
-                        .headers
-                        .push(("www-authenticate", "Bearer realm=\"baton\"".to_owned()));
+                    let reply =
+                        Reply::oauth_error(401, "invalid_request", "a bearer token is required")
+                            .with_header("www-authenticate", "Bearer realm=\"baton\"");
                     respond(session, &reply).await?;
                     Ok(true)
                 }
@@ -492,12 +470,10 @@ fn bearer_token(header: &RequestHeader) -> Option<&str> {
 
 /// 401 with `WWW-Authenticate: Bearer error="…", error_description="…"` (RFC 6750 §3).
 fn unauthorized(error: &str, description: &str) -> Reply {
-    let mut reply = Reply::oauth_error(401, error, description);
-    reply.headers.push((
+    Reply::oauth_error(401, error, description).with_header(
         "www-authenticate",
         format!("Bearer realm=\"baton\", error=\"{error}\", error_description=\"{description}\""),
-    ));
-    reply
+    )
 }
 
 /// Writes `reply` as the whole response.

@@ -101,22 +101,12 @@ impl Reply {
         )
     }
 
-    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
-/// Answers a request to the token endpoint.
-pub async fn handle(exchanger: &Exchanger, metrics: &Metrics, request: &TokenRequest<'_>) -> Reply {
-    let config = exchanger.config();
-    let cors = cors_origin(&config, request.origin);
-    let mut reply = match request.method {
-        "POST" => exchange(exchanger, metrics, &config, request).await,
-        "OPTIONS" if cors.is_some() => Reply {
+    /// 204 to a CORS preflight for an endpoint that takes `methods`.
+    pub fn preflight(methods: &str) -> Self {
+        Self {
             status: 204,
             headers: vec![
-                ("access-control-allow-methods", "POST".to_owned()),
+                ("access-control-allow-methods", methods.to_owned()),
                 (
                     "access-control-allow-headers",
                     "authorization, content-type".to_owned(),
@@ -127,7 +117,35 @@ pub async fn handle(exchanger: &Exchanger, metrics: &Metrics, request: &TokenReq
             ],
             content_type: "text/plain",
             body: Vec::new(),
-        },
+        }
+    }
+
+    /// Lets a browser at `origin` (one `[server] cors_origins` lists) read this reply.
+    #[must_use]
+    pub fn allow_origin(mut self, origin: Option<&str>) -> Self {
+        if let Some(origin) = origin {
+            self.headers
+                .push(("access-control-allow-origin", origin.to_owned()));
+            self.headers.push(("vary", "Origin".to_owned()));
+        }
+        self
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Answers a request to the token endpoint.
+pub async fn handle(exchanger: &Exchanger, metrics: &Metrics, request: &TokenRequest<'_>) -> Reply {
+    let config = exchanger.config();
+    let cors = cors_origin(&config, request.origin);
+    let reply = match request.method {
+        "POST" => exchange(exchanger, metrics, &config, request).await,
+        "OPTIONS" if cors.is_some() => Reply::preflight("POST"),
         _ => Reply::oauth_error(
             405,
             "invalid_request",
@@ -135,13 +153,7 @@ pub async fn handle(exchanger: &Exchanger, metrics: &Metrics, request: &TokenReq
         )
         .with_header("allow", "POST"),
     };
-    if let Some(origin) = cors {
-        reply
-            .headers
-            .push(("access-control-allow-origin", origin.to_owned()));
-        reply.headers.push(("vary", "Origin".to_owned()));
-    }
-    reply
+    reply.allow_origin(cors)
 }
 
 /// The request's `Origin` when `[server] cors_origins` lists it.
