@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::exchange::ExchangerOptions;
 use crate::keygen;
 use crate::mint::keys::SigningKey;
-use crate::server::{App, DEFAULT_GRACE_PERIOD};
+use crate::server::App;
 
 /// The service the demo's token provider serves.
 pub const DEMO_SERVICE: &str = "demo-app";
@@ -110,8 +110,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         let _ = tokio::signal::ctrl_c().await;
         let _ = shutdown_tx.send(true);
     });
-    app.serve(baton_listener, shutdown_rx, DEFAULT_GRACE_PERIOD)
-        .await;
+    app.serve(baton_listener, shutdown_rx).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

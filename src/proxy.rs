@@ -221,6 +221,24 @@ impl ProxyHttp for Gateway {
         let Some(service) = route(&config, path) else {
             return Ok(false); // a `skip = true` route: untouched
         };
+        if session
+            .req_header()
+            .headers
+            .get_all("authorization")
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            // Only one line would be checked, and another could carry an IdP token to the
+            // app: refuse, as RFC 6750 §3.1 does several credentials.
+            let reply = Reply::oauth_error(400, "invalid_request", "send one Authorization header")
+                .with_header(
+                    "www-authenticate",
+                    "Bearer realm=\"baton\", error=\"invalid_request\"",
+                );
+            respond(session, &reply).await?;
+            return Ok(true);
+        }
         let Some(token) = bearer_token(session.req_header()) else {
             return match config.proxy.on_missing {
                 OnMissing::Forward => Ok(false),
@@ -416,10 +434,18 @@ fn forwarded_headers(session: &Session, upstream: &mut RequestHeader, trusted: b
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let forwarded_for = match (
-        trusted.then(|| header("x-forwarded-for")).flatten(),
-        client_ip,
-    ) {
+    // A chain may be split over several header lines (RFC 9110 §5.3): keep every hop.
+    let client_chain = || {
+        let lines: Vec<&str> = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(", "))
+    };
+    let forwarded_for = match (trusted.then(client_chain).flatten(), client_ip) {
         (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
         (Some(chain), None) => Some(chain),
         (None, ip) => ip,

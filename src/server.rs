@@ -20,8 +20,6 @@ use crate::config::Config;
 use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::Gateway;
 
-pub use crate::config::DEFAULT_GRACE_PERIOD;
-
 /// The gateway's HTTP app and what it needs to run.
 #[derive(Clone)]
 pub struct App {
@@ -69,14 +67,10 @@ impl App {
         &self.gateway
     }
 
-    /// Accepts connections on `listener` until `shutdown` turns true, then waits up to
-    /// `grace` for in-flight requests before returning (dropping idle connections).
-    pub async fn serve(
-        &self,
-        listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
-        grace: Duration,
-    ) {
+    /// Accepts connections on `listener` until `shutdown` turns true, then waits up to the
+    /// config's `grace_period` (the one in force then) for in-flight requests before
+    /// returning (dropping idle connections).
+    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -109,6 +103,7 @@ impl App {
             }
         }
         drop(listener);
+        let grace = self.gateway.exchanger().config().proxy.grace_period;
         let in_flight = self.gateway.in_flight();
         let deadline = Instant::now() + grace;
         while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -299,11 +294,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
         shutdown_tx,
     ));
     let mut drain = shutdown_rx.clone();
-    let serving = app.serve(
-        listener,
-        shutdown_rx,
-        gateway.exchanger().config().proxy.grace_period,
-    );
+    let serving = app.serve(listener, shutdown_rx);
     tokio::pin!(serving);
     // Readiness turns 503 as soon as draining starts, so load balancers stop sending.
     tokio::select! {

@@ -15,9 +15,8 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -26,12 +25,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
+use support::baton::{Baton, ChildGuard, STARTUP, reserve_port};
 use support::{JwksServer, TestKey, header, now, payload};
 
 /// The packages `tests/interop/package.json` pins.
 const NPM_PACKAGES: [&str; 3] = ["oidc-provider", "@statebacked/client", "jose"];
-/// How long a process may take to start listening, or a script to finish.
-const STARTUP: Duration = Duration::from_secs(30);
 /// State Backed's default token audience (`aud` of `statebacked`-profile tokens).
 const STATEBACKED_AUD: &str = "https://api.statebacked.dev/";
 /// The org of State Backed's audience form `https://tokens.statebacked.dev/<org>/<service>`.
@@ -39,23 +37,6 @@ const ORG: &str = "org_interop";
 /// The client `oidc_provider.mjs` registers.
 const OP_CLIENT_ID: &str = "baton-test";
 const OP_CLIENT_SECRET: &str = "baton-test-secret";
-
-/// A child process that is killed (and reaped) when the guard is dropped, panics included.
-/// On a panic it also prints the process's log, so a failing test shows what baton or the
-/// provider said.
-struct ChildGuard {
-    name: String,
-    child: Child,
-    /// Held open so a Node child sees end-of-input (and exits) if this test process dies.
-    _stdin: Option<ChildStdin>,
-    log: PathBuf,
-}
-
-/// `baton serve` on a reserved port, answering.
-struct Baton {
-    base_url: String,
-    process: ChildGuard,
-}
 
 /// `oidc_provider.mjs serve`, listening.
 struct OidcProvider {
@@ -73,36 +54,9 @@ struct NodeRun {
     stderr: String,
 }
 
-// === impl ChildGuard ===
-
-impl ChildGuard {
-    /// The exit status, if the process has exited.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} ({}) ---\n{}",
-                self.name,
-                self.log.display(),
-                self.log()
-            );
-        }
-    }
-}
-
 // === impl Baton ===
 
+// What these tests ask of the shared `support::baton::Baton`.
 impl Baton {
     /// Writes a config (`[server]`, `[proxy]`, `[admin]` on reserved ports, then `rest`)
     /// into `dir` and runs `baton serve` on it with `env` until it answers.
@@ -127,55 +81,12 @@ listen = "127.0.0.1:{admin}"
             upstream = reserve_port(),
             admin = reserve_port(),
         );
-        let config_path = dir.join("baton.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.join("baton.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let mut process = ChildGuard {
-            name: "baton serve".to_owned(),
-            child,
-            _stdin: None,
-            log,
-        };
-
         // Ready when the proxy listener serves the published JWKS.
-        let client = http();
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            if let Some(status) = process.exited() {
-                panic!(
-                    "baton serve exited ({status}) before answering on {base_url}:\n{}",
-                    process.log()
-                );
-            }
-            if let Ok(response) = client
-                .get(format!("{base_url}/.well-known/jwks.json"))
-                .send()
-                .await
-                && response.status().is_success()
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "baton serve did not answer on {base_url} within {STARTUP:?}:\n{}",
-                process.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { base_url, process }
+        Self::launch(dir, ([127, 0, 0, 1], port).into(), &config)
+            .envs(env)
+            .ready_when_serving("/.well-known/jwks.json")
+            .start()
+            .await
     }
 
     /// `POST /tokens` with a form body; the status and the JSON answer.
@@ -261,12 +172,8 @@ impl OidcProvider {
                 .unwrap_or_else(|e| panic!("{}", node_missing(&e)));
             let stdout = child.stdout.take().unwrap();
             let stdin = child.stdin.take();
-            let mut process = ChildGuard {
-                name: format!("oidc-provider (port {port})"),
-                child,
-                _stdin: stdin,
-                log,
-            };
+            let mut process =
+                ChildGuard::new(format!("oidc-provider (port {port})"), child, stdin, log);
             let (lines, line) = mpsc::channel();
             std::thread::spawn(move || {
                 let mut first = String::new();
@@ -413,12 +320,6 @@ async fn run_node(script: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]
     let json = serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{script} printed non-JSON ({e}): {stdout}\n{stderr}"));
     NodeRun { code, json, stderr }
-}
-
-/// A free port on 127.0.0.1: bound, read, released for the process about to use it.
-fn reserve_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 fn http() -> reqwest::Client {

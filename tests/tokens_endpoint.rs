@@ -7,9 +7,7 @@
 mod support;
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -19,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
+use support::baton::{Baton, reserve_addr, reserve_port};
 use support::{JwksServer, TestKey, header, now, payload};
 
 // --- constants ------------------------------------------------------------------------
@@ -45,71 +44,6 @@ const CLIENT_ENV_SECRET: &str = "sbsec_client-env-secret-0123456789";
 /// RFC 6749 §2.3.1: form-encoded before base64 in client_secret_basic.
 const CLIENT_FILE_SECRET: &str = "p@ss:w+rd/é&=%";
 const HMAC_SECRET: &str = "sbsec_e2e-hmac-secret-that-is-long-enough";
-
-// --- the baton child ------------------------------------------------------------------
-
-/// A running `baton serve`; killed on drop.
-struct Baton {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Baton {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Baton {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nobody listens on now: bind 127.0.0.1:0, take the port, drop the listener.
-fn reserve_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `baton serve --config <dir>/baton.toml` and waits until its port answers.
-async fn spawn_baton(dir: &std::path::Path, config: &str, addr: SocketAddr) -> Baton {
-    let path = dir.join("baton.toml");
-    std::fs::write(&path, config).unwrap();
-    let log = dir.join("baton.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("E2E_HMAC_SECRET", HMAC_SECRET)
-        .env("E2E_CLIENT_SECRET", CLIENT_ENV_SECRET)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut baton = Baton { child, addr, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return baton;
-        }
-        if let Some(status) = baton.child.try_wait().unwrap() {
-            panic!("baton exited ({status}) before listening:\n{}", baton.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "baton never listened on {addr}:\n{}",
-            baton.log()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 // --- the fixture ----------------------------------------------------------------------
 
@@ -204,7 +138,7 @@ impl Fixture {
             format!("{CLIENT_FILE_SECRET}\n"),
         )
         .unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], reserve_port()).into();
+        let addr = reserve_addr();
         let config = format!(
             r#"
 [server]
@@ -273,7 +207,12 @@ clients = [{{ id = "client-env", secret_env = "E2E_CLIENT_SECRET" }}, {{ id = "c
             jwks_url = jwks.jwks_url(),
             down_url = down.jwks_url(),
         );
-        let baton = spawn_baton(dir.path(), &config, addr).await;
+        let baton = Baton::launch(dir.path(), addr, &config)
+            .log_format("json")
+            .env("E2E_HMAC_SECRET", HMAC_SECRET)
+            .env("E2E_CLIENT_SECRET", CLIENT_ENV_SECRET)
+            .start()
+            .await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()

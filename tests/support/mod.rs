@@ -3,15 +3,17 @@
 
 #![allow(dead_code, unreachable_pub)] // each test crate uses a different subset
 
+pub mod baton;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ::baton::keygen;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use baton::keygen;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -68,7 +70,7 @@ impl TestKey {
     /// Signs `claims` with header `{alg, kid, typ: JWT}`.
     pub fn sign(&self, claims: &Value) -> String {
         let header =
-            json!({ "alg": baton::algorithm::name(self.alg), "kid": self.kid, "typ": "JWT" });
+            json!({ "alg": ::baton::algorithm::name(self.alg), "kid": self.kid, "typ": "JWT" });
         self.sign_raw(&header, claims)
     }
 
