@@ -333,6 +333,14 @@ impl ProxyHttp for Gateway {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
+                ErrorSource::Upstream
+                    if matches!(
+                        e.etype(),
+                        ErrorType::ConnectTimedout | ErrorType::ReadTimedout
+                    ) =>
+                {
+                    504
+                }
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => 0, // the client is gone or sent garbage
                 _ => 500,

@@ -605,6 +605,8 @@ struct Opts {
     down_idp: bool,
     /// A config that fails validation: the `app` provider names a key that does not exist.
     broken: bool,
+    /// `[proxy] read_timeout`.
+    read_timeout: &'static str,
 }
 
 impl Default for Opts {
@@ -620,6 +622,7 @@ impl Default for Opts {
             upstream_down: false,
             down_idp: false,
             broken: false,
+            read_timeout: "60s",
         }
     }
 }
@@ -766,6 +769,7 @@ service = "app"
 {on_missing}
 trust_forwarded_headers = {trust}
 grace_period = "{grace}"
+read_timeout = "{read_timeout}"
 
 [[proxy.routes]]
 prefix = "/admin"
@@ -803,6 +807,7 @@ mapping = {{ "sub.$" = "$.sub", role = "admin", "team.$" = "$.groups[0]" }}
             admin = self.admin,
             trust = o.trust_forwarded,
             grace = o.grace_period,
+            read_timeout = o.read_timeout,
             jwks = self.jwks_url,
             version = o.version,
             signing = o.signing_key,
@@ -1177,6 +1182,24 @@ async fn unavailable_idp_keys_are_503() {
     let answer = h.get("/hello", Some(&h.idp_token("carol"))).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(h.upstream.arrived(), 1, "{:#?}", h.upstream.seen());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_slower_than_read_timeout_is_504_with_a_json_body() {
+    let h = Harness::start(Opts {
+        read_timeout: "300ms",
+        ..Opts::default()
+    })
+    .await;
+    let started = Instant::now();
+    let answer = h.get("/slow?ms=3000", Some(&h.idp_token("tim"))).await;
+    assert_eq!(answer.status, 504, "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout did not apply"
+    );
+    let body = answer.json();
+    assert_eq!(body["error"], "gateway_timeout", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
