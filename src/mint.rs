@@ -170,6 +170,9 @@ impl TokenProvider {
             .map_err(|KeyError(e)| MintError(e))?;
         token.push('.');
         token.push_str(&signature);
+        // The capacity above guesses the signature's length high; cached tokens are many
+        // (up to 100 000), so give the slack back.
+        token.shrink_to_fit();
         Ok(Minted {
             token,
             issued_at: now,
