@@ -415,7 +415,11 @@ impl Upstream {
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(config.proxy.connect_timeout);
         peer.options.read_timeout = Some(config.proxy.read_timeout);
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        // No idle timeout on pooled upstream connections: pingora would arm a timer each time
+        // a connection goes back to the pool, i.e. on every request. An idle connection still
+        // leaves the pool as soon as the upstream closes it (the pool watches it for EOF), and
+        // the pool is bounded.
+        peer.options.idle_timeout = None;
         Ok(Self {
             peer: Some(Box::new(peer)),
         })
