@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The proxy's cache-hit path against its peers, in one run of the shared peer harness
+# (../shared/bench/peers.sh): baton (a valid RS256 token, exchanged once, then served from
+# the minted-token cache), a bare pingora pass-through of the same pingora version
+# (examples/passthrough.rs), nginx, HAProxy and HAProxy with RS256 jwt_verify.
+#
+#   bench/proxy.sh                      # builds baton + the pass-through (release), runs peers.sh
+#
+# baton must pass peers.sh's JWT matrix (good → 200, every bad kind → 401); the run fails
+# otherwise. Prints peers.sh's summary table, then baton's CPU µs/req over the others'.
+# Knobs: everything peers.sh reads (DURATION, RUNS, CONNS, PEERS_ROOT, …), plus
+#   TARGETS      peers.sh built-ins (default "nginx haproxy haproxy-jwt"; add caddy if wanted)
+#   PEERS_SH     the harness (default ../shared/bench/peers.sh from the repo root)
+#   BATON_PORT=18085  PINGORA_PORT=18086  BATON_THREADS=1
+#   MORE_TARGETS  more peers.sh 'name=port[:jwt]' targets, e.g. a second baton build to compare:
+#     MORE_TARGETS="baton-new=18087:jwt" \
+#     START_baton_new="exec env BATON_PORT=18087 BATON_BIN=/path/to/baton bash $PWD/bench/proxy.sh _start_baton"
+# Needs wrk, nginx, haproxy (peers.sh installs what is missing), python3 with PyJWT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+
+# --- started by peers.sh as START_baton (PEERS_* exported): config from the harness's keys.
+if [[ ${1:-} == _start_baton ]]; then
+  conf=$PEERS_ROOT/conf/baton-${BATON_PORT:-18085}.toml
+  mkdir -p "$(dirname "$conf")"
+  cat >"$conf" <<TOML
+[proxy]
+listen = "127.0.0.1:${BATON_PORT:-18085}"
+upstream = "$PEERS_BACKEND"
+service = "app"
+threads = ${BATON_THREADS:-1}
+
+[[keys]]
+id = "sbk_bench"
+algorithm = "HS256"
+secret = "sbsec_bench_secret_0123456789abcdef"   # inline: a bench config only
+
+[[idps]]
+name = "peers"
+issuer = "$PEERS_ISS"
+audience = "$PEERS_AUD"
+algorithms = ["RS256"]
+key_file = "$PEERS_PUBKEY_PEM"
+mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "role.\$" = "\$.role" }
+
+[[token_providers]]
+service = "app"
+key = "sbk_bench"
+ttl = "1h"
+mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "role.\$" = "\$.role" }
+TOML
+  RUST_LOG=${RUST_LOG:-warn} exec "${BATON_BIN:-$TARGET_DIR/release/baton}" serve --config "$conf"
+fi
+
+PEERS_SH=${PEERS_SH:-$REPO/../shared/bench/peers.sh}
+[[ -x $PEERS_SH || -f $PEERS_SH ]] || { echo "no peer harness at $PEERS_SH" >&2; exit 1; }
+BATON_PORT=${BATON_PORT:-18085}
+PINGORA_PORT=${PINGORA_PORT:-18086}
+export BATON_PORT BATON_THREADS=${BATON_THREADS:-1}
+
+cargo build --release --quiet --bin baton --example passthrough
+
+export TARGETS=${TARGETS-"nginx haproxy haproxy-jwt"}
+export EXTRA_TARGETS="baton=$BATON_PORT:jwt pingora=$PINGORA_PORT${MORE_TARGETS:+ $MORE_TARGETS}"
+export START_baton="exec bash '$REPO/bench/proxy.sh' _start_baton"
+export START_pingora="exec '$TARGET_DIR/release/examples/passthrough' 127.0.0.1:$PINGORA_PORT \"\$PEERS_BACKEND\""
+export PIN_WRK=${PIN_WRK-0} PIN_SERVERS=${PIN_SERVERS-1}
+export CARGO_TARGET_DIR=$TARGET_DIR
+
+status=0
+bash "$PEERS_SH" run || status=$?
+
+[[ ${SKIP_BENCH:-0} == 1 ]] && exit $status
+results=${PEERS_ROOT:-${TMPDIR:-/tmp}/baton-peers}/results/latest
+[[ -s $results/summary.tsv ]] || { echo "no summary in $results (peers.sh exit $status)" >&2; exit 1; }
+echo
+echo "# baton's target CPU per request relative to each peer ($results/summary.tsv)"
+python3 - "$results/summary.tsv" <<'PY'
+import csv, sys
+rows = {r["target"]: r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")}
+def cpu(name):
+    try: return float(rows[name]["target_cpu_us_per_req"])
+    except (KeyError, ValueError): return None
+goals = {"pingora": ("<=", 1.1), "haproxy-jwt": ("<", 0.7), "nginx": ("<=", 1.5), "haproxy": (None, None)}
+batons = [n for n in rows if n == "baton" or n.startswith("baton-")]
+if cpu("baton") is None:
+    print("baton: no CPU figure"); sys.exit(1)
+for name in batons:
+    b = cpu(name)
+    if b is None:
+        print(f"{name}: no CPU figure"); continue
+    print(f"{name}: {b:.1f} us/req")
+    for peer, (op, goal) in goals.items():
+        p = cpu(peer)
+        if p is None:
+            print(f"  / {peer:<12} -"); continue
+        ratio = b / p
+        verdict = ""
+        if goal is not None:
+            ok = ratio <= goal if op == "<=" else ratio < goal
+            verdict = f"  (goal {op} {goal}: {'met' if ok else 'NOT met'})"
+        print(f"  / {peer:<12} {p:6.1f} us/req = {ratio:.2f}x{verdict}")
+PY
+exit $status
