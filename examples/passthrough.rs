@@ -38,7 +38,8 @@ impl ProxyHttp for PassThrough {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the pass-through (also the entry point of `passthrough_mimalloc`).
+pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: passthrough LISTEN UPSTREAM (e.g. 127.0.0.1:18086 127.0.0.1:18080)";
     let listen = args.next().ok_or(usage)?;

@@ -709,7 +709,7 @@ impl Loader<'_> {
             .or_else(|| spec.audience.clone())
             .unwrap_or_default();
         Some(IdentityProvider {
-            name,
+            name: name.into(),
             issuer: spec.issuer,
             audience: spec.audience,
             algorithms,

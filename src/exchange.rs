@@ -24,6 +24,10 @@ use crate::token::UnverifiedToken;
 /// Default bound on the minted-token cache.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
 
+/// A minted token nobody asked for in this long leaves the cache (the next request for it
+/// mints anew: one cold exchange per idle client per quarter hour).
+const CACHE_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// Takes subject tokens, gives minted tokens.
 #[derive(Debug)]
 pub struct Exchanger {
@@ -116,9 +120,11 @@ impl Exchanger {
         let jwks = JwksCache::new(options.jwks)?;
         let minted = moka::future::Cache::builder()
             .max_capacity(options.cache_capacity)
-            .expire_after(MintedExpiry {
-                clock: Arc::clone(&options.clock),
-            })
+            // No per-entry expiry in moka (a timer-wheel node per entry, ~5 MiB at 100 000):
+            // `cached` checks each hit's serve-until time instead. Entries nobody asks for are
+            // dropped after an idle time (kept in the access order moka keeps anyway), so stale
+            // ones do not sit in the cache until the capacity bound pushes them out.
+            .time_to_idle(CACHE_IDLE_TIMEOUT)
             .build_with_hasher(DigestHasher);
         Ok(Self {
             pipeline: ArcSwap::from_pointee(Pipeline::new(config, 1)),
@@ -204,7 +210,7 @@ impl Exchanger {
                     None => false,
                 },
             };
-            readiness.push((idp.name.clone(), ready));
+            readiness.push((idp.name.to_string(), ready));
         }
         readiness
     }
@@ -257,6 +263,11 @@ impl Exchanger {
 
     async fn cached(&self, key: &[u8; 32]) -> Option<Exchanged> {
         let minted = self.minted.get(key).await?;
+        if self.clock.now_unix() >= serve_until(&minted) {
+            // Stale: drop it, so that the miss that follows mints anew instead of finding it.
+            self.minted.invalidate(key).await;
+            return None;
+        }
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(Exchanged {
             minted,
@@ -382,7 +393,7 @@ impl Pipeline {
         }
         let claims = provider.map(&intermediate);
         trace.record_claims("final claims (provider mapping)", &claims);
-        let idp_name: Arc<str> = Arc::from(verified.idp.name.as_str());
+        let idp_name = Arc::clone(&verified.idp.name);
         let minted = provider.mint(claims, verified.expires_at, now, idp_name);
         trace.step("mint", &minted, |m| {
             format!("exp {} ({} s from now)", m.expires_at, m.expires_in(now))
@@ -494,23 +505,9 @@ impl std::hash::Hasher for DigestHash {
 
 /// A cached token is handed out for the first 80% of its life only, so a caller never
 /// gets one about to expire (the rest of its life, at least a fifth, is left to the caller).
-struct MintedExpiry {
-    clock: SharedClock,
-}
-
-impl moka::Expiry<[u8; 32], Arc<Minted>> for MintedExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        minted: &Arc<Minted>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        let lifetime = minted.expires_at.saturating_sub(minted.issued_at);
-        let serve_until = minted.issued_at + lifetime * 4 / 5;
-        Some(Duration::from_secs(
-            serve_until.saturating_sub(self.clock.now_unix()),
-        ))
-    }
+fn serve_until(minted: &Minted) -> u64 {
+    let lifetime = minted.expires_at.saturating_sub(minted.issued_at);
+    minted.issued_at + lifetime * 4 / 5
 }
 
 impl Default for ExchangerOptions {

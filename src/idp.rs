@@ -19,7 +19,8 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct IdentityProvider {
     /// A name for logs and metrics (`name`, else the issuer, else the audience).
-    pub name: String,
+    /// Shared by every token minted on its word (`Minted::idp`), not copied into each.
+    pub name: Arc<str>,
     /// `iss` must equal this exactly, when set.
     pub issuer: Option<String>,
     /// `aud` (a string or an array) must contain this, when set.

@@ -77,6 +77,12 @@ enum KeysCommand {
     },
 }
 
+/// mimalloc instead of glibc's malloc: a proxied request allocates and frees a few dozen small
+/// buffers, which cost ~3 µs less CPU per request with it, and the minted-token cache (up to
+/// 100 000 small tokens) holds ~12 MiB less (`bench/proxy.sh`, `bench/rss.sh`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -143,10 +149,18 @@ fn demo(port: u16) -> ExitCode {
 }
 
 fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads);
-    }
+    let mut builder = match threads {
+        // One thread: everything on this one (the accept loop included), with no work-stealing
+        // scheduler and no wake-ups across threads, instead of a multi-thread runtime whose
+        // single worker is woken by the thread that accepts.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     match builder.enable_all().build() {
         Ok(runtime) => Some(runtime),
         Err(e) => {

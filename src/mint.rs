@@ -66,8 +66,9 @@ pub struct ClientCredential {
 /// A token baton minted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Minted {
-    /// The compact JWS.
-    pub token: String,
+    /// `Bearer <compact JWS>`: the proxy's `Authorization` value, built once at mint time
+    /// and shared (not copied) by every request the cache answers.
+    bearer: bytes::Bytes,
     /// `iat`.
     pub issued_at: u64,
     /// `exp`.
@@ -159,14 +160,16 @@ impl TokenProvider {
             }
         }
         .map_err(|e| MintError(e.to_string()))?;
-        let mut token =
-            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 400);
+        let mut token = String::with_capacity(
+            BEARER.len() + self.encoded_header.len() + payload.len() * 4 / 3 + 400,
+        );
+        token.push_str(BEARER);
         token.push_str(&self.encoded_header);
         token.push('.');
         token.push_str(&b64url(&payload));
         let signature = self
             .key
-            .sign(token.as_bytes())
+            .sign(&token.as_bytes()[BEARER.len()..])
             .map_err(|KeyError(e)| MintError(e))?;
         token.push('.');
         token.push_str(&signature);
@@ -174,7 +177,7 @@ impl TokenProvider {
         // (up to 100 000), so give the slack back.
         token.shrink_to_fit();
         Ok(Minted {
-            token,
+            bearer: bytes::Bytes::from(token),
             issued_at: now,
             expires_at,
             idp,
@@ -196,7 +199,21 @@ impl fmt::Debug for TokenProvider {
 
 // === impl Minted ===
 
+/// The scheme prefix of [`Minted::bearer`].
+const BEARER: &str = "Bearer ";
+
 impl Minted {
+    /// The compact JWS.
+    pub fn token(&self) -> &str {
+        // Built from a `String` in `mint`: always UTF-8.
+        std::str::from_utf8(&self.bearer[BEARER.len()..]).unwrap_or_default()
+    }
+
+    /// `Bearer <token>`, shared: cloning it copies no bytes.
+    pub fn bearer(&self) -> &bytes::Bytes {
+        &self.bearer
+    }
+
     /// Seconds left at `now`.
     pub fn expires_in(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now)

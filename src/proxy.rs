@@ -13,6 +13,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -54,7 +55,7 @@ struct Upstream {
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
-    authorization: Option<String>,
+    authorization: Option<HeaderValue>,
     counted: bool,
     upstream_started: Option<Instant>,
 }
@@ -268,7 +269,9 @@ impl ProxyHttp for Gateway {
                     exchanged.cached,
                     started.elapsed(),
                 );
-                ctx.authorization = Some(format!("Bearer {}", exchanged.minted.token));
+                // `Bearer <token>` was built when the token was minted; this shares its bytes.
+                ctx.authorization =
+                    HeaderValue::from_maybe_shared(exchanged.minted.bearer().clone()).ok();
                 Ok(false)
             }
             Err(e) => {
@@ -316,8 +319,15 @@ impl ProxyHttp for Gateway {
         if let Some(authorization) = ctx.authorization.take() {
             upstream.insert_header("authorization", authorization)?;
         }
-        for name in HOP_BY_HOP {
-            upstream.remove_header(name);
+        // One pass over the request's (few) headers rather than a lookup per hop-by-hop name.
+        if upstream
+            .headers
+            .keys()
+            .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+        {
+            for name in HOP_BY_HOP {
+                upstream.remove_header(name);
+            }
         }
         forwarded_headers(session, upstream, trust_forwarded(&self.exchanger))?;
         ctx.upstream_started = Some(Instant::now());

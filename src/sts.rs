@@ -246,7 +246,7 @@ async fn exchange(
             Reply::json(
                 200,
                 &json!({
-                    "access_token": exchanged.minted.token,
+                    "access_token": exchanged.minted.token(),
                     "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
                     "token_type": "Bearer",
                     "expires_in": exchanged.minted.expires_in(now),

@@ -207,8 +207,8 @@ mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "s
             .await
             .unwrap_or_else(|e| panic!("exchange for {service} failed: {e}"))
             .minted
-            .token
-            .clone()
+            .token()
+            .to_owned()
     }
 
     /// The public JWK baton derives for key `id`.

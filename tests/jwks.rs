@@ -116,7 +116,7 @@ async fn accepted(exchanger: &Exchanger, token: &str, sub: &str) -> Exchanged {
         !exchanged.cached,
         "distinct tokens must not come from the minted-token cache"
     );
-    assert_eq!(payload(&exchanged.minted.token)["act"]["sub"], sub);
+    assert_eq!(payload(exchanged.minted.token())["act"]["sub"], sub);
     exchanged
 }
 

@@ -90,7 +90,7 @@ async fn statebacked_profile_puts_mapped_claims_in_act() {
         .exchange(&subject("user-1", NOW + 7200), "app")
         .await
         .unwrap();
-    let (header, payload) = decode(&exchanged.minted.token);
+    let (header, payload) = decode(exchanged.minted.token());
     assert_eq!(header, json!({ "alg": "HS256", "kid": "sbk_test" }));
     assert_eq!(
         payload,
@@ -114,7 +114,7 @@ async fn access_token_profile_is_rfc_9068() {
         .await
         .unwrap()
         .minted;
-    let (header, payload) = decode(&minted.token);
+    let (header, payload) = decode(minted.token());
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(payload["sub"], "user-1");
     assert_eq!(payload["scope"], "read");
@@ -134,7 +134,7 @@ async fn expiry_never_outlives_the_subject_token() {
         .unwrap()
         .minted;
     assert_eq!(minted.expires_at, NOW + 120);
-    assert_eq!(decode(&minted.token).1["exp"], NOW + 120);
+    assert_eq!(decode(minted.token()).1["exp"], NOW + 120);
 }
 
 #[tokio::test]
@@ -144,11 +144,59 @@ async fn the_same_token_and_service_hit_the_cache() {
     let first = exchanger.exchange(&token, "app").await.unwrap();
     let second = exchanger.exchange(&token, "app").await.unwrap();
     assert!(!first.cached && second.cached);
-    assert_eq!(first.minted.token, second.minted.token);
+    assert_eq!(first.minted.token(), second.minted.token());
     let other_service = exchanger.exchange(&token, "api").await.unwrap();
     assert!(!other_service.cached);
     assert_eq!(exchanger.cache_stats().hits.load(Ordering::Relaxed), 1);
     assert_eq!(exchanger.cache_stats().misses.load(Ordering::Relaxed), 2);
+}
+
+/// A clock the test moves forward.
+#[derive(Debug)]
+struct SteppedClock(AtomicU64);
+
+impl crate::clock::Clock for SteppedClock {
+    fn now_unix(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_is_served_for_the_first_four_fifths_of_its_life_only() {
+    let clock = Arc::new(SteppedClock(AtomicU64::new(NOW)));
+    let exchanger = Exchanger::new(
+        config("100s", ""),
+        ExchangerOptions {
+            clock: Arc::clone(&clock) as SharedClock,
+            ..ExchangerOptions::default()
+        },
+    )
+    .unwrap();
+    let token = subject("user-1", NOW + 7200);
+    let first = exchanger.exchange(&token, "app").await.unwrap();
+    assert_eq!(first.minted.expires_at, NOW + 100);
+
+    clock.0.store(NOW + 79, Ordering::Relaxed);
+    let still = exchanger.exchange(&token, "app").await.unwrap();
+    assert!(
+        still.cached,
+        "79 s into a 100 s life: served from the cache"
+    );
+    assert_eq!(still.minted.token(), first.minted.token());
+
+    clock.0.store(NOW + 80, Ordering::Relaxed);
+    let renewed = exchanger.exchange(&token, "app").await.unwrap();
+    assert!(!renewed.cached, "80 s in: the caller gets a fresh token");
+    assert_eq!(renewed.minted.issued_at, NOW + 80);
+    assert_eq!(renewed.minted.expires_at, NOW + 180);
+
+    clock.0.store(NOW + 81, Ordering::Relaxed);
+    let again = exchanger.exchange(&token, "app").await.unwrap();
+    assert!(
+        again.cached,
+        "the fresh token replaced the stale one in the cache"
+    );
+    assert_eq!(again.minted.token(), renewed.minted.token());
 }
 
 #[tokio::test]
@@ -160,7 +208,7 @@ async fn a_reload_never_serves_a_token_minted_under_the_old_config() {
     assert_eq!(exchanger.generation(), 2);
     let after = exchanger.exchange(&token, "app").await.unwrap();
     assert!(!after.cached);
-    assert_ne!(after.minted.token, before.token);
+    assert_ne!(after.minted.token(), before.token());
     assert_eq!(after.minted.expires_at, NOW + 1800);
 }
 

@@ -2,7 +2,7 @@ use super::*;
 
 fn idp(name: &str, issuer: Option<&str>, audience: Option<&str>) -> Arc<IdentityProvider> {
     Arc::new(IdentityProvider {
-        name: name.to_owned(),
+        name: name.into(),
         issuer: issuer.map(str::to_owned),
         audience: audience.map(str::to_owned),
         algorithms: vec![Algorithm::RS256],

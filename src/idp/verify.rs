@@ -210,7 +210,7 @@ fn check_algorithm(idp: &IdentityProvider, alg: &str) -> Result<Algorithm, Verif
         algorithm::parse(alg).map_err(|_| VerifyError::UnsupportedAlgorithm(alg.to_owned()))?;
     let not_allowed = || VerifyError::AlgorithmNotAllowed {
         alg: alg.to_owned(),
-        idp: idp.name.clone(),
+        idp: idp.name.to_string(),
     };
     if !idp.algorithms.contains(&parsed) {
         return Err(not_allowed());
