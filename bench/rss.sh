@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Resident memory of baton holding COUNT (default 100 000, the cache's bound) minted tokens.
 #
-#   bench/rss.sh            # COUNT=100000 CONNS=32 PIN_WRK=0 PIN_BATON=1
+#   bench/rss.sh            # COUNT=100000 CONNS=32 PIN_WRK=0 PIN_BATON=1 THREADS=1
 #
 # Generates COUNT distinct RS256 subject tokens (examples/subject_tokens), starts a small
-# nginx upstream and baton (one worker thread), sends each token once through the proxy
+# nginx upstream and baton (THREADS worker threads, default 1), sends each token once through the proxy
 # (wrk + bench/rss.lua, which stops after COUNT responses), then reads VmRSS and VmHWM from
 # /proc/<pid>/status. A second pass over the same tokens (VERIFY=1, the default) checks they
 # are all cache hits (no new exchange: CPU per request at the cache-hit level) and reads VmRSS
@@ -57,7 +57,7 @@ cat >"$WORK/baton.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 upstream = "127.0.0.1:$UPSTREAM_PORT"
 service = "app"
-threads = 1
+threads = ${THREADS:-1}
 
 [[keys]]
 id = "sbk_bench"
@@ -111,7 +111,7 @@ pass() { # pass NAME: every token once; prints a summary line
 }
 mib() { awk -v kb="$1" 'BEGIN {printf "%.1f MiB", kb / 1024}'; }
 
-echo "# $(date -Is) baton RSS with $COUNT cached tokens (1 worker thread, wrk -t1 -c$CONNS)"
+echo "# $(date -Is) baton RSS with $COUNT cached tokens (${THREADS:-1} worker thread(s), wrk -t1 -c$CONNS)"
 echo "idle:        VmRSS $(mib "$(status VmRSS)")"
 pass fill
 echo "after fill:  VmRSS $(mib "$(status VmRSS)")  VmHWM $(mib "$(status VmHWM)")"
