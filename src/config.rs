@@ -159,8 +159,13 @@ pub struct ProxyConfig {
 pub struct AdminConfig {
     /// The admin listener.
     pub listen: SocketAddr,
-    /// The environment variable holding the admin API's bearer token.
-    pub token_env: Option<String>,
+    /// The admin API's bearer token (from `token_env`); without one the API is off.
+    pub token: Option<Secret>,
+    /// Where entries written through the admin API are kept; without one the API is
+    /// read-only.
+    pub state_file: Option<PathBuf>,
+    /// The AES-256-GCM key that seals the state file's secrets (from `master_key_env`).
+    pub master_key: Option<Secret>,
 }
 
 /// One problem in a config file.
@@ -178,6 +183,18 @@ pub struct ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
+/// Entries written through the admin API, their secrets unsealed, each with the name its
+/// errors carry (`idps[iss=…]`). `Debug` shows the names only: the specs hold secrets.
+#[derive(Default)]
+pub struct ApiEntries {
+    /// Signing keys.
+    pub keys: Vec<(String, KeySpec)>,
+    /// Identity providers.
+    pub idps: Vec<(String, IdpSpec)>,
+    /// Token providers.
+    pub token_providers: Vec<(String, TokenProviderSpec)>,
+}
+
 struct Loader<'a> {
     source: &'a str,
     base_dir: &'a Path,
@@ -186,11 +203,38 @@ struct Loader<'a> {
     warnings: Vec<String>,
 }
 
-/// Where an element sits: its table path and its span in the file.
+/// Where an element sits: its table path and its span in the file (none for an entry
+/// written through the admin API, which is no part of the file).
 #[derive(Clone)]
 struct Place {
     path: String,
-    span: Range<usize>,
+    span: Option<Range<usize>>,
+}
+
+impl Place {
+    /// An entry of the admin API's state, named by its identity (`idps[iss=…]`).
+    fn api_entry<T>((path, spec): (String, T)) -> (T, Self) {
+        (spec, Self { path, span: None })
+    }
+
+    /// Whether the entry comes from the admin API (its secrets are sealed in the state
+    /// file, so "inline in the file" warnings do not apply).
+    fn is_api(&self) -> bool {
+        self.span.is_none()
+    }
+}
+
+impl fmt::Debug for ApiEntries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn names<T>(entries: &[(String, T)]) -> Vec<&str> {
+            entries.iter().map(|(name, _)| name.as_str()).collect()
+        }
+        f.debug_struct("ApiEntries")
+            .field("keys", &names(&self.keys))
+            .field("idps", &names(&self.idps))
+            .field("token_providers", &names(&self.token_providers))
+            .finish()
+    }
 }
 
 // === impl Config ===
@@ -199,6 +243,11 @@ impl Config {
     /// Reads and validates the file at `path`. Relative `*_file` paths are resolved against
     /// the file's directory; `*_env` names are read from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::load_with(path, ApiEntries::default())
+    }
+
+    /// [`Config::load`], with the admin API's entries validated after the file's.
+    pub fn load_with(path: &Path, api: ApiEntries) -> Result<Self, ConfigErrors> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 position: None,
@@ -207,7 +256,7 @@ impl Config {
             }])
         })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&source, base_dir, &|name| std::env::var(name).ok())
+        Self::from_toml_with(&source, base_dir, &|name| std::env::var(name).ok(), api)
     }
 
     /// Validates a config document. `env` looks up environment variables (injectable for tests).
@@ -216,6 +265,17 @@ impl Config {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigErrors> {
+        Self::from_toml_with(source, base_dir, env, ApiEntries::default())
+    }
+
+    /// [`Config::from_toml`], with the admin API's entries validated after the file's (the
+    /// same rules; an API entry that clashes with a file entry is an error).
+    pub fn from_toml_with(
+        source: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        api: ApiEntries,
+    ) -> Result<Self, ConfigErrors> {
         let mut loader = Loader {
             source,
             base_dir,
@@ -223,7 +283,7 @@ impl Config {
             errors: Vec::new(),
             warnings: Vec::new(),
         };
-        let config = loader.load();
+        let config = loader.load(api);
         if loader.errors.is_empty() {
             Ok(config)
         } else {
@@ -243,7 +303,7 @@ impl Config {
 // === impl Loader ===
 
 impl Loader<'_> {
-    fn load(&mut self) -> Config {
+    fn load(&mut self, api: ApiEntries) -> Config {
         let (root, syntax_errors) = DeTable::parse_recoverable(self.source);
         for e in syntax_errors {
             self.error_at(e.span(), String::new(), e.message().to_owned());
@@ -270,6 +330,10 @@ impl Loader<'_> {
             }
         }
 
+        keys.extend(api.keys.into_iter().map(Place::api_entry));
+        idps.extend(api.idps.into_iter().map(Place::api_entry));
+        providers.extend(api.token_providers.into_iter().map(Place::api_entry));
+
         let server = self.server(server);
         let keys: Vec<Arc<SigningKey>> = keys
             .into_iter()
@@ -293,14 +357,7 @@ impl Loader<'_> {
             "service",
         );
         let proxy = self.proxy(proxy, &providers);
-        let admin = AdminConfig {
-            listen: self.socket_addr(
-                admin.listen.as_deref(),
-                DEFAULT_ADMIN_LISTEN,
-                "admin.listen",
-            ),
-            token_env: admin.token_env,
-        };
+        let admin = self.admin(admin);
         Config {
             server,
             proxy,
@@ -351,7 +408,7 @@ impl Loader<'_> {
             .filter_map(|(i, item)| {
                 let place = Place {
                     path: format!("{name}[{i}]"),
-                    span: item.span(),
+                    span: Some(item.span()),
                 };
                 self.section(item, &place.path).map(|spec| (spec, place))
             })
@@ -493,7 +550,7 @@ impl Loader<'_> {
         }
         let place = Place {
             path: "proxy".to_owned(),
-            span: 0..0,
+            span: Some(0..0),
         };
         let connect_timeout = self.duration(
             spec.connect_timeout.as_ref(),
@@ -527,6 +584,60 @@ impl Loader<'_> {
             threads: spec.threads,
             trust_forwarded_headers: spec.trust_forwarded_headers,
             grace_period,
+        }
+    }
+
+    fn admin(&mut self, spec: AdminSpec) -> AdminConfig {
+        let listen = self.socket_addr(spec.listen.as_deref(), DEFAULT_ADMIN_LISTEN, "admin.listen");
+        let from_env = |loader: &mut Self, name: &str, path: &str| -> Option<Secret> {
+            let value = (loader.env)(name).filter(|v| !v.is_empty());
+            if value.is_none() {
+                loader.error(
+                    None,
+                    path,
+                    &format!("environment variable {name} is not set"),
+                );
+            }
+            value.map(Secret::new)
+        };
+        let token = spec
+            .token_env
+            .as_deref()
+            .and_then(|name| from_env(self, name, "admin.token_env"));
+        let master_key = match spec.master_key_env.as_deref() {
+            Some(name) => from_env(self, name, "admin.master_key_env").and_then(|value| {
+                match crate::state::master_key(value.expose()) {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        self.error(None, "admin.master_key_env", &format!("{name}: {e}"));
+                        None
+                    }
+                }
+            }),
+            None => None,
+        };
+        let state_file = spec.state_file.as_deref().map(|file| self.resolve(file));
+        if state_file.is_some() {
+            if spec.master_key_env.is_none() {
+                self.error(
+                    None,
+                    "admin.state_file",
+                    "a state file needs master_key_env (its secrets are sealed with that key)",
+                );
+            }
+            if spec.token_env.is_none() {
+                self.error(
+                    None,
+                    "admin.state_file",
+                    "a state file is written through the admin API, which needs token_env",
+                );
+            }
+        }
+        AdminConfig {
+            listen,
+            token,
+            state_file,
+            master_key,
         }
     }
 
@@ -605,7 +716,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        if field == "secret" {
+        if field == "secret" && !place.is_api() {
             self.warnings.push(format!(
                 "{}: the secret is inline in the file; use secret_env or secret_file outside demos",
                 place.path
@@ -860,7 +971,7 @@ impl Loader<'_> {
                 self.error(at, &format!("{path}.algorithms"), &message);
             }
         }
-        if field == "key" && key.family() == AlgorithmFamily::Hmac {
+        if field == "key" && key.family() == AlgorithmFamily::Hmac && !place.is_api() {
             self.warnings.push(format!(
                 "{path}: the HMAC secret is inline in the file; use key_env or key_file outside demos"
             ));
@@ -1077,7 +1188,7 @@ impl Loader<'_> {
 
     fn error(&mut self, place: Option<&Place>, path: &str, message: &str) {
         self.error_at(
-            place.map(|p| p.span.clone()),
+            place.and_then(|p| p.span.clone()),
             path.to_owned(),
             message.to_owned(),
         );

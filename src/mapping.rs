@@ -103,6 +103,21 @@ impl ClaimMapper {
         output
     }
 
+    /// The mapping object this was compiled from (for listing it back).
+    pub fn to_json(&self) -> Map<String, Value> {
+        self.entries
+            .iter()
+            .map(|(key, rule)| match rule {
+                Rule::Constant(value) => (key.clone(), value.clone()),
+                Rule::Path(path) => (
+                    format!("{key}{PATH_SUFFIX}"),
+                    Value::String(path.to_string()),
+                ),
+                Rule::Nested(nested) => (key.clone(), Value::Object(nested.to_json())),
+            })
+            .collect()
+    }
+
     /// A mapping that produces nothing.
     pub fn empty() -> Self {
         Self {

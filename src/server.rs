@@ -4,7 +4,7 @@
 //! HTTP app from its own tokio accept loop instead, so that it can bind any listener
 //! (tests use `127.0.0.1:0`), drain on SIGTERM, and reload in place.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminState;
 use crate::config::Config;
+use crate::control::{Control, Loaded};
 use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::Gateway;
 
@@ -219,33 +220,8 @@ impl pingora::protocols::GetSocketDigest for BufferedTcp {
     }
 }
 
-/// Reloads the config file into `gateway`; a bad file is logged and the old config kept.
-pub fn reload(gateway: &Arc<Gateway>, path: &Path) -> bool {
-    match Config::load(path) {
-        Ok(config) => {
-            let old = gateway.exchanger().config();
-            if (old.proxy.listen, old.admin.listen, old.proxy.threads)
-                != (
-                    config.proxy.listen,
-                    config.admin.listen,
-                    config.proxy.threads,
-                )
-            {
-                tracing::warn!("listen addresses and threads change only at restart");
-            }
-            apply(gateway, config)
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
-            }
-            false
-        }
-    }
-}
-
 /// Swaps `config` in, then fetches the new IdPs' keys in the background.
-fn apply(gateway: &Arc<Gateway>, config: Config) -> bool {
+pub(crate) fn apply(gateway: &Arc<Gateway>, config: Config) -> bool {
     match gateway.reload(config) {
         Ok(()) => {
             tracing::info!(
@@ -266,6 +242,7 @@ fn apply(gateway: &Arc<Gateway>, config: Config) -> bool {
 /// `baton serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP and when the config
 /// file changes.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
+    let Loaded { config, state } = Control::load(&config_path, config)?;
     let listen = config.proxy.listen;
     let admin_listen = config.admin.listen;
     let watch_config = config.server.watch_config;
@@ -277,7 +254,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {admin_listen} (admin): {e}"))?;
     let gateway = Arc::clone(app.gateway());
-    let admin = Arc::new(AdminState::new(Arc::clone(&gateway)));
+    let control = Arc::new(Control::new(Arc::clone(&gateway), config_path, state));
+    let admin = Arc::new(AdminState::new(Arc::clone(&control)));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&admin)));
     tokio::spawn({
         let exchanger = Arc::clone(gateway.exchanger());
@@ -286,13 +264,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
     tracing::info!(%listen, admin = %admin_listen, "baton is serving");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let watcher =
-        watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&gateway), config_path.clone())));
-    let signals = tokio::spawn(handle_signals(
-        Arc::clone(&gateway),
-        config_path,
-        shutdown_tx,
-    ));
+    let watcher = watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&control))));
+    let signals = tokio::spawn(handle_signals(Arc::clone(&control), shutdown_tx));
     let mut drain = shutdown_rx.clone();
     let serving = app.serve(listener, shutdown_rx);
     tokio::pin!(serving);
@@ -318,24 +291,21 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Reloads when the config file's content changes (a ConfigMap update, an edit). Content,
 /// not mtime, is compared: Kubernetes swaps a symlink and keeps old mtimes.
-async fn watch_file(gateway: Arc<Gateway>, path: PathBuf) {
+async fn watch_file(control: Arc<Control>) {
+    let path = control.config_path().to_owned();
     let mut seen = std::fs::read(&path).ok();
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
         let current = std::fs::read(&path).ok();
         if current.is_some() && current != seen {
             tracing::info!(path = %path.display(), "the config file changed; reloading");
-            reload(&gateway, &path);
+            control.reload_file();
             seen = current;
         }
     }
 }
 
-async fn handle_signals(
-    gateway: Arc<Gateway>,
-    config_path: PathBuf,
-    shutdown: watch::Sender<bool>,
-) {
+async fn handle_signals(control: Arc<Control>, shutdown: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -350,7 +320,7 @@ async fn handle_signals(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                reload(&gateway, &config_path);
+                control.reload_file();
             }
         }
     }

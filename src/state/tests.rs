@@ -1,0 +1,211 @@
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::*;
+
+const MASTER_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn master() -> Secret {
+    master_key(MASTER_B64.as_bytes()).unwrap()
+}
+
+fn config() -> Config {
+    Config::from_toml(
+        r#"
+[[keys]]
+id = "sbk_file"
+algorithm = "HS256"
+secret = "sbsec_file"
+
+[[idps]]
+issuer = "https://file.idp/"
+algorithms = ["HS256"]
+key = "c2VjcmV0"
+mapping = { "sub.$" = "$.sub" }
+
+[[token_providers]]
+service = "file-app"
+key = "sbk_file"
+mapping = { "sub.$" = "$.sub" }
+"#,
+        Path::new("."),
+        &|_| None,
+    )
+    .unwrap()
+}
+
+fn idp_request(iss: &str, key: Option<&str>) -> IdpRequest {
+    IdpRequest {
+        iss: Some(iss.to_owned()),
+        aud: None,
+        algs: vec!["HS256".to_owned()],
+        jwks_url: None,
+        key: key.map(str::to_owned),
+        mapping: serde_json::from_value(serde_json::json!({ "sub.$": "$.sub" })).unwrap(),
+    }
+}
+
+#[test]
+fn master_keys_are_32_bytes_of_base64() {
+    assert_eq!(master().expose().len(), 32);
+    let url_safe = b64url(&[7u8; 32]);
+    assert!(master_key(url_safe.as_bytes()).is_ok());
+    assert!(master_key(b"c2hvcnQ=").unwrap_err().contains("5 bytes"));
+    assert!(
+        master_key(b"not base64 at all!")
+            .unwrap_err()
+            .contains("not base64")
+    );
+}
+
+#[test]
+fn sealed_secrets_open_only_with_their_key_and_their_entry() {
+    let sealed = seal(&master(), &key_aad("sbk_a"), b"sbsec_value").unwrap();
+    assert_eq!(
+        unseal(&master(), &key_aad("sbk_a"), &sealed)
+            .unwrap()
+            .expose(),
+        b"sbsec_value"
+    );
+    assert!(!format!("{sealed:?}").contains(&sealed.ciphertext));
+    // Moved to another entry, or opened with another master key: refused.
+    assert!(matches!(
+        unseal(&master(), &key_aad("sbk_b"), &sealed),
+        Err(AdminError::Storage(_))
+    ));
+    let other = Secret::new([9u8; 32]);
+    assert!(matches!(
+        unseal(&other, &key_aad("sbk_a"), &sealed),
+        Err(AdminError::Storage(_))
+    ));
+    // The same secret sealed twice differs (a fresh nonce each time).
+    let again = seal(&master(), &key_aad("sbk_a"), b"sbsec_value").unwrap();
+    assert_ne!(sealed.ciphertext, again.ciphertext);
+}
+
+#[test]
+fn the_state_file_round_trips_and_holds_no_plaintext_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    assert_eq!(ApiState::load(&path).unwrap(), ApiState::empty());
+    let mut state = ApiState::empty();
+    let (id, secret) = state
+        .create_key(
+            &master(),
+            "ci".into(),
+            vec!["machines.read".into()],
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+    assert!(id.starts_with("sbk_") && secret.expose().starts_with(b"sbsec_"));
+    state
+        .upsert_idp(
+            &config(),
+            &master(),
+            idp_request("https://api.idp/", Some("aWRwLXNlY3JldA")),
+        )
+        .unwrap();
+    state.save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let secret_text = std::str::from_utf8(secret.expose()).unwrap();
+    assert!(
+        !text.contains(secret_text) && !text.contains("aWRwLXNlY3JldA"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"createdAt\": \"1970-01-01T00:00:00Z\""),
+        "{text}"
+    );
+    assert_eq!(ApiState::load(&path).unwrap(), state);
+    let entries = state.entries(&master()).unwrap();
+    assert_eq!(entries.keys[0].1.secret.as_deref(), Some(secret_text));
+    assert_eq!(entries.idps[0].1.key.as_deref(), Some("aWRwLXNlY3JldA"));
+    // No temp file is left beside it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_state_file_of_another_version_or_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, r#"{"version": 2}"#).unwrap();
+    let e = ApiState::load(&path).unwrap_err();
+    assert!(e.to_string().contains("version 2"), "{e}");
+    std::fs::write(&path, r#"{"version": 1, "idps": [{"surprise": true}]}"#).unwrap();
+    assert!(matches!(ApiState::load(&path), Err(AdminError::Storage(_))));
+}
+
+#[test]
+fn file_entries_are_read_only() {
+    let config = config();
+    let mut state = ApiState::empty();
+    let e = state
+        .upsert_idp(
+            &config,
+            &master(),
+            idp_request("https://file.idp/", Some("c2VjcmV0")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, AdminError::Conflict(ref m) if m.contains("config file")),
+        "{e}"
+    );
+    let e = state
+        .delete_idp(&config, Some("https://file.idp/".into()), None)
+        .unwrap_err();
+    assert!(matches!(e, AdminError::Conflict(_)), "{e}");
+    let provider = StoredProvider {
+        service: "file-app".into(),
+        key_id: "sbk_file".into(),
+        mapping: Map::new(),
+    };
+    assert!(matches!(
+        state.upsert_provider(&config, provider),
+        Err(AdminError::Conflict(_))
+    ));
+    assert!(matches!(
+        state.delete_key(&config, "sbk_file"),
+        Err(AdminError::Conflict(_))
+    ));
+    assert!(matches!(
+        state.delete_key(&config, "sbk_nope"),
+        Err(AdminError::NotFound(_))
+    ));
+    assert!(matches!(
+        state.delete_provider(&config, "nope"),
+        Err(AdminError::NotFound(_))
+    ));
+    assert_eq!(state, ApiState::empty());
+}
+
+#[test]
+fn upserts_replace_the_entry_with_the_same_identity() {
+    let config = config();
+    let mut state = ApiState::empty();
+    state
+        .upsert_idp(
+            &config,
+            &master(),
+            idp_request("https://api.idp/", Some("a2V5MQ")),
+        )
+        .unwrap();
+    state
+        .upsert_idp(
+            &config,
+            &master(),
+            idp_request("https://api.idp/", Some("a2V5Mg")),
+        )
+        .unwrap();
+    assert_eq!(state.idps.len(), 1);
+    let entries = state.entries(&master()).unwrap();
+    assert_eq!(entries.idps[0].1.key.as_deref(), Some("a2V5Mg"));
+    let bad_service = StoredProvider {
+        service: "no spaces".into(),
+        key_id: "sbk_file".into(),
+        mapping: Map::new(),
+    };
+    assert!(matches!(
+        state.upsert_provider(&config, bad_service),
+        Err(AdminError::Invalid(_))
+    ));
+}

@@ -1,0 +1,405 @@
+//! State Backed's admin API on the real `baton serve`'s admin listener: `/idps`,
+//! `/token-providers`, `/keys`. Entries written through it serve exchanges at once, persist in
+//! the state file (secrets sealed) across a restart, and bad writes change nothing.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use support::baton::{Baton, reserve_port};
+use support::{now, payload, sign_hmac};
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+/// 32 bytes, base64.
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const FILE_IDP_SECRET: &str = "file-idp-secret";
+const API_IDP_SECRET: &str = "api-idp-secret";
+
+/// A baton whose admin API is on, and its admin listener.
+struct Admin {
+    baton: Baton,
+    admin_url: String,
+}
+
+fn config(admin_port: u16, proxy_port: u16, admin: &str) -> String {
+    format!(
+        r#"
+[server]
+issuer = "https://baton.test"
+
+[proxy]
+listen = "127.0.0.1:{proxy_port}"
+upstream = "127.0.0.1:{upstream}"
+service = "file-app"
+threads = 1
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+{admin}
+
+[[keys]]
+id = "sbk_file"
+algorithm = "HS256"
+secret = "sbsec_file_key"
+
+[[idps]]
+issuer = "https://file.idp/"
+algorithms = ["HS256"]
+key = "{file_idp_key}"
+mapping = {{ "sub.$" = "$.sub" }}
+
+[[token_providers]]
+service = "file-app"
+key = "sbk_file"
+mapping = {{ "sub.$" = "$.sub" }}
+"#,
+        upstream = reserve_port(),
+        file_idp_key = URL_SAFE_NO_PAD.encode(FILE_IDP_SECRET),
+    )
+}
+
+const WRITABLE: &str = r#"token_env = "ADMIN_TOKEN"
+state_file = "state.json"
+master_key_env = "MASTER_KEY""#;
+
+async fn start(dir: &Path, admin: &str, master_key: &str) -> Admin {
+    let (admin_port, proxy_port) = (reserve_port(), reserve_port());
+    let baton = Baton::launch(
+        dir,
+        ([127, 0, 0, 1], proxy_port).into(),
+        &config(admin_port, proxy_port, admin),
+    )
+    .envs(&[("ADMIN_TOKEN", ADMIN_TOKEN), ("MASTER_KEY", master_key)])
+    .start()
+    .await;
+    Admin {
+        baton,
+        admin_url: format!("http://127.0.0.1:{admin_port}"),
+    }
+}
+
+impl Admin {
+    /// An admin API call with the admin token; the status and the JSON body (`Null` when empty).
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(Some(ADMIN_TOKEN), method, path, body).await
+    }
+
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", self.admin_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text}: {e}"))
+        };
+        (status, json)
+    }
+
+    /// `POST /tokens` on the proxy listener.
+    async fn exchange(&self, subject_token: &str, service: &str) -> (u16, Value) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            )
+            .append_pair("subject_token", subject_token)
+            .append_pair("audience", service)
+            .finish();
+        let response = reqwest::Client::new()
+            .post(self.baton.url("/tokens"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+fn subject(iss: &str, secret: &str, sub: &str) -> String {
+    sign_hmac(
+        secret.as_bytes(),
+        Algorithm::HS256,
+        &json!({ "alg": "HS256", "typ": "JWT" }),
+        &json!({ "iss": iss, "sub": sub, "email": format!("{sub}@example.com"), "exp": now() + 600 }),
+    )
+}
+
+/// Verifies an HS256 token with `secret` (the admin API's `key`), returning its header.
+fn verify_hs256(token: &str, secret: &str) -> Value {
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap_or_else(|e| panic!("the minted token does not verify with the key's secret: {e}"));
+    support::header(token)
+}
+
+#[tokio::test]
+async fn entries_written_through_the_admin_api_serve_exchanges_and_persist_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+
+    // Only with the admin token.
+    for token in [None, Some("wrong-token")] {
+        let (status, body) = admin.call_as(token, "GET", "/idps", None).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    }
+
+    // The file's entries are listed, read-only.
+    let (status, idps) = admin.call("GET", "/idps", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        idps,
+        json!({ "idps": [{ "iss": "https://file.idp/", "algs": ["HS256"], "mapping": { "sub.$": "$.sub" }, "readOnly": true }] })
+    );
+
+    // A key, an IdP and a provider through the API.
+    let (status, created) = admin
+        .call(
+            "POST",
+            "/keys",
+            Some(json!({ "name": "app key", "use": "production" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let key_id = created["id"].as_str().unwrap().to_owned();
+    let key_secret = created["key"].as_str().unwrap().to_owned();
+    assert!(key_id.starts_with("sbk_") && key_secret.starts_with("sbsec_"));
+    let idp = json!({
+        "iss": "https://api.idp/",
+        "algs": ["HS256"],
+        "key": URL_SAFE_NO_PAD.encode(API_IDP_SECRET),
+        "mapping": { "sub.$": "$.sub", "email.$": "$.email" },
+    });
+    assert_eq!(admin.call("POST", "/idps", Some(idp)).await.0, 204);
+    let provider = json!({
+        "service": "api-app",
+        "keyId": key_id,
+        "mapping": { "sub.$": "$.sub", "email.$": "$.email" },
+    });
+    assert_eq!(
+        admin.call("POST", "/token-providers", Some(provider)).await,
+        (204, Value::Null)
+    );
+
+    // They serve at once: an API IdP's token for the API provider, signed with the API key.
+    let token = subject("https://api.idp/", API_IDP_SECRET, "user-1");
+    let (status, answer) = admin.exchange(&token, "api-app").await;
+    assert_eq!(status, 200, "{answer}");
+    let minted = answer["access_token"].as_str().unwrap();
+    assert_eq!(verify_hs256(minted, &key_secret)["kid"], key_id.as_str());
+    assert_eq!(
+        payload(minted)["act"],
+        json!({ "sub": "user-1", "email": "user-1@example.com" })
+    );
+
+    // Listed, writable; the key's secret is never listed.
+    let (_, keys) = admin.call("GET", "/keys", None).await;
+    let listed: Vec<(&str, bool)> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap(), k["readOnly"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(listed, [("sbk_file", true), (key_id.as_str(), false)]);
+    assert!(!keys.to_string().contains(&key_secret));
+    assert!(
+        keys["keys"][1]["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tokens.admin"))
+    );
+    let (_, idps) = admin.call("GET", "/idps", None).await;
+    assert!(
+        !idps
+            .to_string()
+            .contains(&URL_SAFE_NO_PAD.encode(API_IDP_SECRET))
+    );
+    assert_eq!(idps["idps"][1]["readOnly"], false);
+
+    // Bad writes: a clear error, and nothing changes (not the state file, not what serves).
+    let state_path = dir.path().join("state.json");
+    let state_before = std::fs::read(&state_path).unwrap();
+    let bad_mapping = json!({ "iss": "https://other.idp/", "algs": ["HS256"], "key": "c2VjcmV0", "mapping": { "sub.$": "$[" } });
+    let (status, error) = admin.call("POST", "/idps", Some(bad_mapping)).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid-request"))
+    );
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSONPath"),
+        "{error}"
+    );
+    let unknown_key = json!({ "service": "x", "keyId": "sbk_missing", "mapping": {} });
+    let (status, error) = admin
+        .call("POST", "/token-providers", Some(unknown_key))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("sbk_missing"),
+        "{error}"
+    );
+    let (status, error) = admin
+        .call(
+            "POST",
+            "/idps",
+            Some(json!({ "algs": ["HS256"], "mapping": {}, "surprise": 1 })),
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    let file_idp =
+        json!({ "iss": "https://file.idp/", "algs": ["HS256"], "key": "c2VjcmV0", "mapping": {} });
+    let (status, error) = admin.call("POST", "/idps", Some(file_idp)).await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("conflict")));
+    let (status, error) = admin.call("DELETE", &format!("/keys/{key_id}"), None).await;
+    assert_eq!(status, 409, "a key in use cannot go: {error}");
+    assert_eq!(std::fs::read(&state_path).unwrap(), state_before);
+    assert_eq!(admin.exchange(&token, "api-app").await.0, 200);
+
+    // Sealed at rest: neither secret is in the state file.
+    let state_text = String::from_utf8(state_before).unwrap();
+    assert!(!state_text.contains(&key_secret));
+    assert!(!state_text.contains(&URL_SAFE_NO_PAD.encode(API_IDP_SECRET)));
+    assert!(!admin.baton.log().contains(&key_secret));
+
+    // A restart loads them again.
+    drop(admin);
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+    let (status, answer) = admin.exchange(&token, "api-app").await;
+    assert_eq!(status, 200, "after a restart: {answer}");
+    verify_hs256(answer["access_token"].as_str().unwrap(), &key_secret);
+
+    // Deleting: provider, then its key, then the IdP; each then refuses or is gone.
+    assert_eq!(
+        admin
+            .call("DELETE", "/token-providers/api-app", None)
+            .await
+            .0,
+        204
+    );
+    let (status, answer) = admin.exchange(&token, "api-app").await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
+    assert_eq!(
+        admin
+            .call("DELETE", &format!("/keys/{key_id}"), None)
+            .await
+            .0,
+        204
+    );
+    let (_, keys) = admin.call("GET", "/keys", None).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    let name = json!({ "iss": "https://api.idp/" });
+    assert_eq!(
+        admin.call("DELETE", "/idps", Some(name.clone())).await.0,
+        204
+    );
+    let (status, error) = admin.call("DELETE", "/idps", Some(name)).await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not-found")));
+    // Its tokens are no longer trusted (RFC 8693: an invalid subject token is invalid_request).
+    let (status, answer) = admin.exchange(&token, "file-app").await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (_, providers) = admin.call("GET", "/token-providers", None).await;
+    assert_eq!(
+        providers,
+        json!({ "tokenProviders": [{ "service": "file-app", "keyId": "sbk_file", "mapping": { "sub.$": "$.sub" }, "readOnly": true }] })
+    );
+}
+
+#[tokio::test]
+async fn a_state_file_that_does_not_open_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+    let (status, _) = admin
+        .call(
+            "POST",
+            "/keys",
+            Some(json!({ "name": "k", "scopes": ["tokens.admin"] })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let config_path = admin.baton.config_path.clone();
+    drop(admin);
+    // Another master key: baton refuses to start rather than serve without the entries.
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::from({
+            let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+            command
+                .args(["serve", "--config"])
+                .arg(&config_path)
+                .env("ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("MASTER_KEY", URL_SAFE_NO_PAD.encode([7u8; 32]));
+            command
+        })
+        .kill_on_drop(true)
+        .output(),
+    )
+    .await
+    .expect("baton should exit at once")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not open with the master key"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_the_admin_api_is_off_and_without_a_state_file_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = start(dir.path(), "", MASTER_KEY).await;
+    let (status, body) = off.call("GET", "/idps", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("admin-api-off"))
+    );
+    assert_eq!(off.call_as(None, "GET", "/healthz", None).await.0, 200);
+    drop(off);
+
+    let dir = tempfile::tempdir().unwrap();
+    let read_only = start(dir.path(), r#"token_env = "ADMIN_TOKEN""#, MASTER_KEY).await;
+    assert_eq!(read_only.call("GET", "/token-providers", None).await.0, 200);
+    let (status, body) = read_only
+        .call("POST", "/keys", Some(json!({ "name": "k", "use": "ci" })))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("state_file"),
+        "{body}"
+    );
+    let (status, _) = read_only.call("PUT", "/idps", None).await;
+    assert_eq!(status, 405);
+}
