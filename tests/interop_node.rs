@@ -1,6 +1,7 @@
 //! The real `baton serve` against software nobody here wrote, from npm (`tests/interop`):
 //! - State Backed's own client (`@statebacked/client`) exchanges an IdP token at baton's
-//!   `POST /tokens` as it would at api.statebacked.dev;
+//!   `POST /tokens` as it would at api.statebacked.dev, and administers baton through its
+//!   admin API (identity providers, keys, token providers), then exchanges through them;
 //! - a real OpenID Provider (`oidc-provider`) issues RFC 9068 access tokens that baton
 //!   accepts through OIDC discovery, before and after the provider rotates its signing key;
 //! - `jose` verifies the tokens baton mints: ES256 through baton's published JWKS, HS256
@@ -823,5 +824,124 @@ mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles" }}
     assert_eq!(
         refused.json["error"]["code"],
         "ERR_JWT_CLAIM_VALIDATION_FAILED"
+    );
+}
+
+#[tokio::test]
+async fn statebacked_client_administers_baton_and_exchanges_through_what_it_wrote() {
+    require_npm_packages();
+    let idp_key = TestKey::generate(Algorithm::RS256, "idp-admin-k1");
+    let idp = JwksServer::start(vec![idp_key.jwk.clone()]).await;
+    let (file_key_id, file_secret) = hmac_key();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (reserve_port(), reserve_port());
+    let admin_token = "interop-admin-token-0123456789abcdef";
+    let master_key = URL_SAFE_NO_PAD.encode([42u8; 32]);
+    let config = format!(
+        r#"
+[server]
+org = "{ORG}"
+issuer = "http://127.0.0.1:{port}"
+
+[proxy]
+listen = "127.0.0.1:{port}"
+upstream = "127.0.0.1:{upstream}"
+threads = 1
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_env = "BATON_ADMIN_TOKEN"
+state_file = "state.json"
+master_key_env = "BATON_MASTER_KEY"
+
+[[keys]]
+id = "{file_key_id}"
+algorithm = "HS256"
+secret_env = "BATON_INTEROP_HMAC"
+"#,
+        upstream = reserve_port(),
+    );
+    let baton = Baton::launch(dir.path(), ([127, 0, 0, 1], port).into(), &config)
+        .envs(&[
+            ("BATON_ADMIN_TOKEN", admin_token),
+            ("BATON_MASTER_KEY", &master_key),
+            ("BATON_INTEROP_HMAC", &file_secret),
+        ])
+        .start()
+        .await;
+
+    let iss = "https://idp.admin-interop.test/";
+    let idp_token = idp_key.sign(&json!({
+        "iss": iss, "sub": "user-7", "email": "u7@example.com", "iat": now(), "exp": now() + 600,
+    }));
+    let admin_host = format!("http://127.0.0.1:{admin_port}");
+    let run = run_node(
+        "statebacked_admin.mjs",
+        &[&admin_host, &baton.base_url, ORG, iss, &idp.jwks_url()],
+        &idp_token,
+        &[("BATON_ADMIN_TOKEN", admin_token)],
+    )
+    .await;
+    assert_eq!(
+        run.code,
+        0,
+        "State Backed's client failed: {}\n{}\n{}",
+        run.json,
+        run.stderr,
+        baton.log()
+    );
+    let out = &run.json;
+
+    // What the client wrote is what baton lists, next to the file's read-only key.
+    let key_id = out["key_id"].as_str().unwrap();
+    let secret = out["key"].as_str().unwrap();
+    assert!(
+        key_id.starts_with("sbk_") && secret.starts_with("sbsec_"),
+        "{out}"
+    );
+    assert_eq!(
+        out["idps"],
+        json!([{ "iss": iss, "algs": ["RS256"], "jwksUrl": idp.jwks_url(),
+                 "mapping": { "sub.$": "$.sub", "email.$": "$.email", "provider": "admin-interop" },
+                 "readOnly": false }])
+    );
+    assert_eq!(
+        out["token_providers"],
+        json!([{ "service": "admin-app", "keyId": key_id,
+                 "mapping": { "sub.$": "$.sub", "email.$": "$.email", "provider.$": "$.provider" },
+                 "readOnly": false }])
+    );
+    let keys = out["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{out}");
+    assert_eq!(
+        (keys[0]["id"].as_str(), &keys[0]["readOnly"]),
+        (Some(file_key_id.as_str()), &json!(true))
+    );
+    assert_eq!(keys[1]["id"], key_id);
+    assert_eq!(keys[1]["name"], "interop key");
+
+    // The client's exchange got a token of the new provider, signed with the new key.
+    let token = out["token"].as_str().unwrap();
+    assert!(
+        hs256_signature_valid(token, secret),
+        "not signed with the created key"
+    );
+    assert_eq!(header(token)["kid"], key_id);
+    assert_eq!(
+        out["claims"]["act"],
+        json!({ "sub": "user-7", "email": "u7@example.com", "provider": "admin-interop" })
+    );
+
+    // baton's refusals reach the client as its own error classes.
+    assert_eq!(out["delete_key_in_use"]["name"], "ConflictError", "{out}");
+    assert_eq!(out["delete_key_in_use"]["status"], 409);
+    assert_eq!(out["delete_again"]["name"], "NotFoundError", "{out}");
+    assert_eq!(out["delete_again"]["status"], 404);
+    assert_eq!(out["after"]["idps"], json!([]));
+    assert_eq!(out["after"]["token_providers"], json!([]));
+    assert_eq!(out["after"]["keys"].as_array().unwrap().len(), 1);
+    assert!(
+        !baton.log().contains(secret),
+        "a key secret reached the log"
     );
 }
