@@ -88,9 +88,14 @@ fn the_shipped_configs_load() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let source = std::fs::read_to_string(&path).unwrap();
-            // Every `*_env` name a shipped config uses reads as a placeholder secret.
-            if let Err(e) = Config::from_toml(&source, &dir, &|_| {
-                Some("sbsec_placeholder_secret_for_config_tests".to_owned())
+            // Every `*_env` name a shipped config uses reads as a placeholder secret (a master
+            // key as 32 bytes of base64).
+            if let Err(e) = Config::from_toml(&source, &dir, &|name| {
+                Some(if name.ends_with("MASTER_KEY") {
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()
+                } else {
+                    "sbsec_placeholder_secret_for_config_tests".to_owned()
+                })
             }) {
                 panic!("{}: {e}", path.display());
             }
@@ -335,4 +340,96 @@ fn errors_never_show_secret_values() {
         errors("[[keys]]\nid = \"k\"\nalgorithm = \"RS256\"\nprivate_key_env = \"KEY_MAIN\"\n");
     let shown = ConfigErrors(errors).to_string();
     assert!(!shown.contains("sbsec_test_secret"), "{shown}");
+}
+
+#[test]
+fn admin_settings_are_checked_together() {
+    let admin = |body: &str, env: &'static [(&str, &str)]| {
+        Config::from_toml(
+            &format!("[admin]\n{body}\n"),
+            Path::new("/etc/baton"),
+            &|name| {
+                env.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            },
+        )
+    };
+    let messages = |result: Result<Config, ConfigErrors>| -> Vec<String> {
+        result
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    };
+    let config = admin(
+        "token_env = \"T\"\nstate_file = \"state.json\"\nmaster_key_env = \"M\"",
+        &[
+            ("T", "admin-token"),
+            ("M", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.admin.token.unwrap().expose(), b"admin-token");
+    assert_eq!(config.admin.master_key.unwrap().expose().len(), 32);
+    assert_eq!(
+        config.admin.state_file.as_deref(),
+        Some(Path::new("/etc/baton/state.json"))
+    );
+    assert_eq!(
+        messages(admin("state_file = \"state.json\"", &[])),
+        [
+            "admin.state_file: a state file needs master_key_env (its secrets are sealed with that key)",
+            "admin.state_file: a state file is written through the admin API, which needs token_env",
+        ]
+    );
+    assert_eq!(
+        messages(admin(
+            "token_env = \"T\"\nmaster_key_env = \"M\"",
+            &[("T", ""), ("M", "c2hvcnQ=")]
+        )),
+        [
+            "admin.token_env: environment variable T is not set",
+            "admin.master_key_env: M: 5 bytes; the master key is 32 bytes (AES-256), base64",
+        ]
+    );
+}
+
+#[test]
+fn api_entries_are_validated_with_the_file_and_named_as_api_entries() {
+    let file = r#"
+[[idps]]
+issuer = "https://file.idp/"
+algorithms = ["HS256"]
+key = "c2VjcmV0"
+mapping = { "sub.$" = "$.sub" }
+"#;
+    let clash = IdpSpec {
+        name: None,
+        issuer: Some("https://file.idp/".into()),
+        audience: None,
+        algorithms: Some(vec!["HS256".into()]),
+        jwks_url: None,
+        discovery: false,
+        key: Some("b3RoZXI".into()),
+        key_env: None,
+        key_file: None,
+        leeway: None,
+        mapping: serde_json::Map::new(),
+    };
+    let api = ApiEntries {
+        idps: vec![("idps[iss=https://file.idp/] (admin API)".into(), clash)],
+        ..ApiEntries::default()
+    };
+    let errors = Config::from_toml_with(file, Path::new("."), &|_| None, api)
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "idps[iss=https://file.idp/] (admin API)");
+    assert!(
+        errors[0].message.contains("same issuer and audience"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].position, None);
 }
