@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::control::Control;
 use crate::idp::KeySource;
+use crate::secret::Secret;
 use crate::state::{AdminError, ApiState, IdpRequest, StoredProvider};
 
 /// Largest admin API request body.
@@ -101,8 +102,7 @@ async fn answer(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             _ => return api_error(StatusCode::NOT_FOUND, "not-found", "no such endpoint"),
         },
     };
-    let config = state.control.config();
-    if let Err(response) = authorize(&config, &req) {
+    if let Err(response) = authorize(&state.control.gateway().exchanger().config(), &req) {
         return response;
     }
     let method = req.method().clone();
@@ -110,50 +110,52 @@ async fn answer(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         Ok(body) => body,
         Err(response) => return response,
     };
+    let control = &state.control;
     let result = match (route, &method) {
-        (Route::Idps, &Method::GET) => Ok(list_idps(&config, &state.control.state())),
-        (Route::Idps, &Method::POST) => parse::<IdpRequest>(&body).and_then(|request| {
-            state
-                .control
-                .change(|s, config, master| s.upsert_idp(config, master, request))
-                .map(|()| no_content())
-        }),
-        (Route::Idps, &Method::DELETE) => parse::<IdpName>(&body).and_then(|name| {
-            state
-                .control
-                .change(|s, config, _| s.delete_idp(config, name.iss, name.aud))
-                .map(|()| no_content())
-        }),
-        (Route::TokenProviders, &Method::GET) => {
-            Ok(list_providers(&config, &state.control.state()))
+        (Route::Idps, &Method::GET) => {
+            let (config, api) = control.snapshot();
+            Ok(list_idps(&config, &api))
         }
-        (Route::TokenProviders, &Method::POST) => {
-            parse::<StoredProvider>(&body).and_then(|request| {
-                state
-                    .control
-                    .change(|s, config, _| s.upsert_provider(config, request))
-                    .map(|()| no_content())
+        (Route::Idps, &Method::POST) => match parse::<IdpRequest>(&body) {
+            Ok(request) => write(control, move |s, config, master| {
+                s.upsert_idp(config, master, request)
             })
+            .await
+            .map(|()| no_content()),
+            Err(e) => Err(e),
+        },
+        (Route::Idps, &Method::DELETE) => match parse::<IdpName>(&body) {
+            Ok(name) => write(control, move |s, config, _| {
+                s.delete_idp(config, name.iss, name.aud)
+            })
+            .await
+            .map(|()| no_content()),
+            Err(e) => Err(e),
+        },
+        (Route::TokenProviders, &Method::GET) => {
+            let (config, api) = control.snapshot();
+            Ok(list_providers(&config, &api))
         }
-        (Route::TokenProvider(service), &Method::DELETE) => state
-            .control
-            .change(|s, config, _| s.delete_provider(config, &service))
+        (Route::TokenProviders, &Method::POST) => match parse::<StoredProvider>(&body) {
+            Ok(request) => write(control, move |s, config, _| {
+                s.upsert_provider(config, request)
+            })
+            .await
             .map(|()| no_content()),
-        (Route::Keys, &Method::GET) => Ok(list_keys(state, &config)),
-        (Route::Keys, &Method::POST) => parse::<KeyRequest>(&body).and_then(|request| {
-            let scopes = request.scopes()?;
-            let (id, secret) = state.control.change(|s, _, master| {
-                s.create_key(master, request.name, scopes, SystemTime::now())
-            })?;
-            tracing::info!(key = %id, "admin API: key created");
-            // The one time the secret leaves baton: the caller asked for a new key.
-            let key = String::from_utf8_lossy(secret.expose()).into_owned();
-            Ok(json_reply(StatusCode::OK, &json!({ "id": id, "key": key })))
-        }),
-        (Route::Key(id), &Method::DELETE) => state
-            .control
-            .change(|s, config, _| s.delete_key(config, &id))
-            .map(|()| no_content()),
+            Err(e) => Err(e),
+        },
+        (Route::TokenProvider(service), &Method::DELETE) => write(control, move |s, config, _| {
+            s.delete_provider(config, &service)
+        })
+        .await
+        .map(|()| no_content()),
+        (Route::Keys, &Method::GET) => Ok(list_keys(state)),
+        (Route::Keys, &Method::POST) => create_key(control, &body).await,
+        (Route::Key(id), &Method::DELETE) => {
+            write(control, move |s, config, _| s.delete_key(config, &id))
+                .await
+                .map(|()| no_content())
+        }
         (route, _) => {
             let message = format!("use {}", route.allow());
             return api_error(
@@ -178,6 +180,35 @@ async fn answer(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             admin_error(&e)
         }
     }
+}
+
+/// Runs an admin API change on a blocking thread (it writes and fsyncs the state file and
+/// rebuilds the configuration; the proxy's runtime may have only one thread).
+async fn write<T: Send + 'static>(
+    control: &Arc<Control>,
+    change: impl FnOnce(&mut ApiState, &Config, &Secret) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    let control = Arc::clone(control);
+    tokio::task::spawn_blocking(move || control.change(change))
+        .await
+        .map_err(|e| AdminError::Storage(format!("the change did not finish: {e}")))?
+}
+
+/// `POST /keys`: 200 with the new key's id and secret.
+async fn create_key(
+    control: &Arc<Control>,
+    body: &[u8],
+) -> Result<Response<Full<Bytes>>, AdminError> {
+    let request = parse::<KeyRequest>(body)?;
+    let scopes = request.scopes()?;
+    let (id, secret) = write(control, move |s, _, master| {
+        s.create_key(master, request.name, scopes, SystemTime::now())
+    })
+    .await?;
+    tracing::info!(key = %id, "admin API: key created");
+    // The one time the secret leaves baton: the caller asked for a new key.
+    let key = String::from_utf8_lossy(secret.expose()).into_owned();
+    Ok(json_reply(StatusCode::OK, &json!({ "id": id, "key": key })))
 }
 
 /// The admin API's endpoints.
@@ -289,8 +320,14 @@ fn authorize(config: &Config, req: &Request<Incoming>) -> Result<(), Response<Fu
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().as_bytes());
-    let valid = given
-        .is_some_and(|given| bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.expose())));
+    // Digests first: comparing the tokens themselves would end early on a length mismatch.
+    let digest = |bytes: &[u8]| <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    let valid = given.is_some_and(|given| {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            digest(given).as_slice(),
+            digest(expected.expose()).as_slice(),
+        ))
+    });
     if valid {
         Ok(())
     } else {
@@ -310,10 +347,15 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
         .await
     {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(api_error(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid-request",
-            "the body is larger than 64 KiB, or broken",
+            "the body is larger than 64 KiB",
+        )),
+        Err(_) => Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "the body could not be read",
         )),
     }
 }
@@ -368,8 +410,8 @@ fn list_providers(config: &Config, state: &ApiState) -> Response<Full<Bytes>> {
     json_reply(StatusCode::OK, &json!({ "tokenProviders": providers }))
 }
 
-fn list_keys(admin: &AdminState, config: &Config) -> Response<Full<Bytes>> {
-    let state = admin.control.state();
+fn list_keys(admin: &AdminState) -> Response<Full<Bytes>> {
+    let (config, state) = admin.control.snapshot();
     let started = humantime::format_rfc3339_seconds(admin.started).to_string();
     let keys: Vec<Value> = config
         .keys

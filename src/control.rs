@@ -2,16 +2,21 @@
 //! it changes) and the admin API's state (changed by its writes).
 //!
 //! Every change — a file reload or an admin write — builds the whole configuration (file +
-//! state) with the file's rules, and swaps it in only when it is valid: a bad change is
-//! refused and the running configuration keeps serving. An admin write is saved to the state
-//! file before it is served, so what baton serves is always what a restart would load.
+//! state) with the file's rules and swaps it in only when it is valid: a bad change is
+//! refused and the running configuration keeps serving. Admin writes build on the file as it
+//! was last loaded (an edit not reloaded yet is not applied by a write, and a broken file
+//! does not block writes). An admin write is saved to the state file before it is served, so
+//! what baton serves is what a restart would load.
+//!
+//! The methods block (file I/O, fsync, DNS for the upstream): async callers run them with
+//! `tokio::task::spawn_blocking`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{ApiEntries, Config, ConfigError, ConfigErrors};
 use crate::proxy::Gateway;
 use crate::secret::Secret;
 use crate::state::{AdminError, ApiState};
@@ -25,54 +30,69 @@ pub struct Control {
     /// restart, like the listen addresses).
     state_file: Option<PathBuf>,
     master_key: Option<Secret>,
-    /// The admin API's entries. The lock also orders changes one after another.
-    state: Mutex<ApiState>,
+    /// What the running configuration was built from. The lock also orders changes.
+    sources: Mutex<Sources>,
 }
 
-/// A configuration with the admin API's state over it, as loaded at start.
+/// What a configuration was built from.
+#[derive(Debug)]
+pub struct Sources {
+    /// The config file's text, as last loaded.
+    file: String,
+    /// The admin API's entries.
+    state: ApiState,
+}
+
+/// A configuration loaded at start, and what it was built from.
 #[derive(Debug)]
 pub struct Loaded {
     /// The whole configuration.
     pub config: Config,
-    /// The admin API's entries in it.
-    pub state: ApiState,
+    /// For [`Control::new`].
+    pub sources: Sources,
 }
 
 // === impl Control ===
 
 impl Control {
-    /// Reads the state file named by `file_config` (the config file alone) and loads the
-    /// configuration with it. A state file that cannot be read or unsealed, or whose entries
-    /// no longer fit the file, stops the start: serving without them would drop IdPs and
-    /// providers that clients rely on.
-    pub fn load(config_path: &std::path::Path, file_config: Config) -> Result<Loaded, String> {
-        let Some(state_file) = &file_config.admin.state_file else {
-            return Ok(Loaded {
-                config: file_config,
-                state: ApiState::empty(),
-            });
+    /// Loads the config file at `path` with the admin API's state (from `[admin]
+    /// state_file`) over it. A state file that cannot be read, does not match the master key,
+    /// or whose entries no longer fit the file stops the start: serving without its entries
+    /// would drop IdPs and providers that clients rely on.
+    pub fn load(path: &Path) -> Result<Loaded, String> {
+        let file = read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file_only = from_source(path, &file, ApiEntries::default())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let admin = &file_only.admin;
+        let state = match (&admin.state_file, &admin.master_key) {
+            (Some(state_file), Some(master_key)) => {
+                ApiState::load(state_file, master_key).map_err(|e| e.to_string())?
+            }
+            _ => ApiState::empty(),
         };
-        let state = ApiState::load(state_file).map_err(|e| e.to_string())?;
-        if state == ApiState::empty() {
-            return Ok(Loaded {
-                config: file_config,
-                state,
-            });
-        }
-        let config = build(config_path, file_config.admin.master_key.as_ref(), &state)
-            .map_err(|e| format!("{}: {e}", state_file.display()))?;
-        Ok(Loaded { config, state })
+        let config = if state == ApiState::empty() {
+            file_only
+        } else {
+            build(path, &file, admin.master_key.as_ref(), &state).map_err(|e| {
+                let state_file = admin.state_file.as_deref().unwrap_or(Path::new("state"));
+                format!("{} with {}: {e}", path.display(), state_file.display())
+            })?
+        };
+        Ok(Loaded {
+            config,
+            sources: Sources { file, state },
+        })
     }
 
-    /// Takes charge of `gateway`, whose configuration came from [`Control::load`].
-    pub fn new(gateway: Arc<Gateway>, config_path: PathBuf, state: ApiState) -> Self {
+    /// Takes charge of `gateway`, whose configuration was built from `sources`.
+    pub fn new(gateway: Arc<Gateway>, config_path: PathBuf, sources: Sources) -> Self {
         let admin = gateway.exchanger().config().admin.clone();
         Self {
             gateway,
             config_path,
             state_file: admin.state_file,
             master_key: admin.master_key,
-            state: Mutex::new(state),
+            sources: Mutex::new(sources),
         }
     }
 
@@ -82,53 +102,63 @@ impl Control {
     }
 
     /// The config file.
-    pub fn config_path(&self) -> &std::path::Path {
+    pub fn config_path(&self) -> &Path {
         &self.config_path
     }
 
-    /// The running configuration.
-    pub fn config(&self) -> Arc<Config> {
-        self.gateway.exchanger().config()
-    }
-
-    /// A copy of the admin API's entries.
-    pub fn state(&self) -> ApiState {
-        self.state.lock().clone()
+    /// The running configuration and the admin API's entries in it, read together.
+    pub fn snapshot(&self) -> (Arc<Config>, ApiState) {
+        let sources = self.sources.lock();
+        (self.gateway.exchanger().config(), sources.state.clone())
     }
 
     /// Reloads the config file (with the admin API's entries over it). A bad file is logged
-    /// and the running configuration kept.
+    /// and the running configuration kept. Blocks.
     pub fn reload_file(&self) -> bool {
-        let state = self.state.lock();
-        match build(&self.config_path, self.master_key.as_ref(), &state) {
-            Ok(config) => {
-                let old = self.config();
-                if (old.proxy.listen, old.admin.listen, old.proxy.threads)
-                    != (
-                        config.proxy.listen,
-                        config.admin.listen,
-                        config.proxy.threads,
-                    )
-                    || old.admin.state_file != config.admin.state_file
-                {
-                    tracing::warn!(
-                        "listen addresses, threads and the state file change only at restart"
-                    );
-                }
-                crate::server::apply(&self.gateway, config)
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
-                }
-                false
-            }
+        let mut sources = self.sources.lock();
+        let file = match read(&self.config_path) {
+            Ok(file) => file,
+            Err(errors) => return rejected(&errors),
+        };
+        let config = match build(
+            &self.config_path,
+            &file,
+            self.master_key.as_ref(),
+            &sources.state,
+        ) {
+            Ok(config) => config,
+            Err(errors) => return rejected(&errors),
+        };
+        let old = self.gateway.exchanger().config();
+        if (old.proxy.listen, old.admin.listen, old.proxy.threads)
+            != (
+                config.proxy.listen,
+                config.admin.listen,
+                config.proxy.threads,
+            )
+            || old.admin.state_file != config.admin.state_file
+            || old.admin.master_key != config.admin.master_key
+        {
+            tracing::warn!(
+                "listen addresses, threads, the state file and its master key change only at restart"
+            );
         }
+        let upstream = match Gateway::prepare(&config) {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+                return false;
+            }
+        };
+        self.install(config, upstream);
+        sources.file = file;
+        true
     }
 
     /// Applies an admin API change: `change` edits a copy of the state (seeing the running
-    /// configuration), the whole configuration is rebuilt and validated, the state file is
-    /// written, and the new configuration served. Any failure leaves everything as it was.
+    /// configuration and the master key), the whole configuration is rebuilt and validated,
+    /// its upstream resolved, the state file written (the point of no return), and the new
+    /// configuration served. A failure before the write changes nothing. Blocks.
     pub fn change<T>(
         &self,
         change: impl FnOnce(&mut ApiState, &Config, &Secret) -> Result<T, AdminError>,
@@ -139,10 +169,20 @@ impl Control {
                     .to_owned(),
             ));
         };
-        let mut state = self.state.lock();
-        let mut candidate = state.clone();
-        let answer = change(&mut candidate, &self.config(), master_key)?;
-        let config = build(&self.config_path, Some(master_key), &candidate).map_err(|errors| {
+        let mut sources = self.sources.lock();
+        let mut candidate = sources.state.clone();
+        let answer = change(
+            &mut candidate,
+            &self.gateway.exchanger().config(),
+            master_key,
+        )?;
+        let config = build(
+            &self.config_path,
+            &sources.file,
+            Some(master_key),
+            &candidate,
+        )
+        .map_err(|errors| {
             AdminError::Invalid(
                 errors
                     .0
@@ -152,35 +192,68 @@ impl Control {
                     .join("; "),
             )
         })?;
-        candidate.save(state_file)?;
-        if !crate::server::apply(&self.gateway, config) {
-            // Only an unresolvable upstream fails here, and the file's upstream was resolved
-            // by the running configuration; restore the file so restarts match what serves.
-            state.save(state_file)?;
-            return Err(AdminError::Storage(
-                "the new configuration could not be applied; nothing changed".to_owned(),
-            ));
-        }
-        *state = candidate;
+        let upstream = Gateway::prepare(&config)
+            .map_err(|e| AdminError::Storage(format!("the configuration cannot be served: {e}")))?;
+        candidate.save(state_file, master_key)?;
+        self.install(config, upstream);
+        sources.state = candidate;
         Ok(answer)
+    }
+
+    /// Serves `config`, then fetches its IdPs' keys in the background.
+    fn install(&self, config: Config, upstream: crate::proxy::PreparedUpstream) {
+        self.gateway.install(config, upstream);
+        let exchanger = Arc::clone(self.gateway.exchanger());
+        tracing::info!(
+            generation = exchanger.generation(),
+            "configuration reloaded"
+        );
+        // Called on a blocking thread of the runtime, or within it: either has a handle.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { exchanger.prefetch_keys().await });
+        }
     }
 }
 
-/// The configuration of the file at `path` with `state`'s entries over it.
+fn rejected(errors: &ConfigErrors) -> bool {
+    for e in &errors.0 {
+        tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+    }
+    false
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            position: None,
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })
+}
+
+fn from_source(path: &Path, file: &str, api: ApiEntries) -> Result<Config, ConfigErrors> {
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    Config::from_toml_with(file, base_dir, &|name| std::env::var(name).ok(), api)
+}
+
+/// The configuration of `file` (the text of the config file at `path`) with `state`'s
+/// entries over it.
 fn build(
-    path: &std::path::Path,
+    path: &Path,
+    file: &str,
     master_key: Option<&Secret>,
     state: &ApiState,
 ) -> Result<Config, ConfigErrors> {
     let storage_error = |message: String| {
-        ConfigErrors(vec![crate::config::ConfigError {
+        ConfigErrors(vec![ConfigError {
             position: None,
             path: "admin.state_file".to_owned(),
             message,
         }])
     };
     let entries = if *state == ApiState::empty() {
-        Default::default()
+        ApiEntries::default()
     } else {
         let master_key = master_key.ok_or_else(|| {
             storage_error("the state file has entries but no master_key_env opens them".to_owned())
@@ -189,5 +262,5 @@ fn build(
             .entries(master_key)
             .map_err(|e| storage_error(e.to_string()))?
     };
-    Config::load_with(path, entries)
+    from_source(path, file, entries)
 }

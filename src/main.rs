@@ -102,13 +102,18 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf, log_format: Option<&str>) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
+    // The config file, with the admin API's state file over it when it has one.
+    let loaded = match baton::control::Control::load(&path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprint!("{e}");
+            if !e.ends_with('\n') {
+                eprintln!();
+            }
             return ExitCode::FAILURE;
         }
     };
+    let config = &loaded.config;
     let format = match log_format {
         None => config.server.log_format,
         Some("human") => LogFormat::Human,
@@ -125,7 +130,7 @@ fn serve(path: PathBuf, log_format: Option<&str>) -> ExitCode {
     let Some(runtime) = runtime(config.proxy.threads) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(baton::server::run(path, config)) {
+    match runtime.block_on(baton::server::run(path, loaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -52,6 +52,10 @@ struct Upstream {
     peer: Option<Box<HttpPeer>>,
 }
 
+/// A config's upstream, resolved ahead of [`Gateway::install`].
+#[derive(Debug)]
+pub struct PreparedUpstream(Upstream);
+
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
@@ -101,10 +105,21 @@ impl Gateway {
 
     /// Swaps in a new config (the exchanger's and the upstream's) atomically.
     pub fn reload(&self, config: Config) -> Result<(), UpstreamError> {
-        let upstream = Upstream::resolve(&config)?;
-        self.exchanger.reload(config);
-        self.upstream.store(Arc::new(upstream));
+        let upstream = Self::prepare(&config)?;
+        self.install(config, upstream);
         Ok(())
+    }
+
+    /// The part of a reload that can fail: resolving `config`'s upstream (which may block on
+    /// DNS). [`Gateway::install`] then cannot fail.
+    pub fn prepare(config: &Config) -> Result<PreparedUpstream, UpstreamError> {
+        Upstream::resolve(config).map(PreparedUpstream)
+    }
+
+    /// Swaps in `config` with its prepared upstream.
+    pub fn install(&self, config: Config, upstream: PreparedUpstream) {
+        self.exchanger.reload(config);
+        self.upstream.store(Arc::new(upstream.0));
     }
 
     /// Requests being handled now (for draining on shutdown).

@@ -220,29 +220,10 @@ impl pingora::protocols::GetSocketDigest for BufferedTcp {
     }
 }
 
-/// Swaps `config` in, then fetches the new IdPs' keys in the background.
-pub(crate) fn apply(gateway: &Arc<Gateway>, config: Config) -> bool {
-    match gateway.reload(config) {
-        Ok(()) => {
-            tracing::info!(
-                generation = gateway.exchanger().generation(),
-                "configuration reloaded"
-            );
-            let exchanger = Arc::clone(gateway.exchanger());
-            tokio::spawn(async move { exchanger.prefetch_keys().await });
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
-            false
-        }
-    }
-}
-
 /// `baton serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP and when the config
 /// file changes.
-pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
-    let Loaded { config, state } = Control::load(&config_path, config)?;
+pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
+    let Loaded { config, sources } = loaded;
     let listen = config.proxy.listen;
     let admin_listen = config.admin.listen;
     let watch_config = config.server.watch_config;
@@ -254,7 +235,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {admin_listen} (admin): {e}"))?;
     let gateway = Arc::clone(app.gateway());
-    let control = Arc::new(Control::new(Arc::clone(&gateway), config_path, state));
+    let control = Arc::new(Control::new(Arc::clone(&gateway), config_path, sources));
     let admin = Arc::new(AdminState::new(Arc::clone(&control)));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&admin)));
     tokio::spawn({
@@ -299,9 +280,17 @@ async fn watch_file(control: Arc<Control>) {
         let current = std::fs::read(&path).ok();
         if current.is_some() && current != seen {
             tracing::info!(path = %path.display(), "the config file changed; reloading");
-            control.reload_file();
+            reload(&control).await;
             seen = current;
         }
+    }
+}
+
+/// Reloads the config file off the runtime's threads (it reads files and may resolve DNS).
+async fn reload(control: &Arc<Control>) {
+    let control = Arc::clone(control);
+    if let Err(e) = tokio::task::spawn_blocking(move || control.reload_file()).await {
+        tracing::error!(error = %e, "the reload task failed");
     }
 }
 
@@ -320,7 +309,7 @@ async fn handle_signals(control: Arc<Control>, shutdown: watch::Sender<bool>) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                control.reload_file();
+                reload(&control).await;
             }
         }
     }

@@ -2,10 +2,13 @@
 //! run time, and the state file that keeps them across restarts.
 //!
 //! The state is a JSON document in State Backed's own shapes (camelCase). Secrets in it (an
-//! IdP's shared `key`, a key's signing secret) are sealed with AES-256-GCM under the master
-//! key, each bound to its entry (the entry's identity is the AEAD's associated data, so a
-//! sealed secret cannot be moved to another entry). The file is replaced atomically: a temp
-//! file in the same directory, fsync, rename, fsync of the directory.
+//! IdP's shared `key`, a key's signing secret) are sealed with AES-256-GCM, each bound to its
+//! entry (the entry's identity is the AEAD's associated data, so a sealed secret cannot be
+//! moved to another entry). The whole document carries an HMAC-SHA256 (`mac`): the file is a
+//! trust anchor (it names IdPs and their JWKS URLs), so an edit to any of it, or the wrong
+//! master key, is refused at load. Both keys are derived from the master key with HKDF. The
+//! file is replaced atomically: a temp file in the same directory (mode 0600), fsync, rename,
+//! fsync of the directory.
 //!
 //! Entries from the TOML file are never written here; the admin API lists them read-only.
 //! Every change is validated by building the whole configuration (file + state) with the
@@ -17,11 +20,12 @@ use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::spec::{IdpSpec, KeySpec, TokenProviderSpec};
+use crate::config::spec::{IdpSpec, InlineSecret, KeySpec, TokenProviderSpec};
 use crate::config::{ApiEntries, Config};
 use crate::secret::Secret;
 use crate::token::b64url;
@@ -34,6 +38,9 @@ const VERSION: u32 = 1;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiState {
     version: u32,
+    /// HMAC-SHA256 of the document without this field (only in the file, checked at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
     /// Identity providers, by (`iss`, `aud`).
     #[serde(default)]
     pub idps: Vec<StoredIdp>,
@@ -155,8 +162,8 @@ const LENIENT_URL_SAFE: base64::engine::GeneralPurpose = base64::engine::General
 // === impl ApiState ===
 
 impl ApiState {
-    /// Reads the state file; a missing file is an empty state.
-    pub fn load(path: &Path) -> Result<Self, AdminError> {
+    /// Reads the state file and checks its MAC; a missing file is an empty state.
+    pub fn load(path: &Path, master: &Secret) -> Result<Self, AdminError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty()),
@@ -167,7 +174,7 @@ impl ApiState {
                 )));
             }
         };
-        let state: Self = serde_json::from_slice(&bytes).map_err(|e| {
+        let mut state: Self = serde_json::from_slice(&bytes).map_err(|e| {
             AdminError::Storage(format!("the state file {} is invalid: {e}", path.display()))
         })?;
         if state.version != VERSION {
@@ -177,7 +184,24 @@ impl ApiState {
                 state.version
             )));
         }
+        let mac = state.mac.take().unwrap_or_default();
+        let mac = LENIENT_URL_SAFE.decode(mac).unwrap_or_default();
+        if hmac::verify(&mac_key(master), &state.canonical()?, &mac).is_err() {
+            return Err(AdminError::Storage(format!(
+                "the state file {} does not match the master key (another key, or an edited file)",
+                path.display()
+            )));
+        }
         Ok(state)
+    }
+
+    /// The document the MAC covers: the state without its MAC, as serde writes it (field
+    /// order is fixed, and mappings keep the order they were read in).
+    fn canonical(&self) -> Result<Vec<u8>, AdminError> {
+        let mut bare = self.clone();
+        bare.mac = None;
+        serde_json::to_vec(&bare)
+            .map_err(|e| AdminError::Storage(format!("cannot encode the state: {e}")))
     }
 
     /// No entries.
@@ -188,12 +212,17 @@ impl ApiState {
         }
     }
 
-    /// Writes the state file atomically (readable by its owner only).
-    pub fn save(&self, path: &Path) -> Result<(), AdminError> {
+    /// Writes the state file atomically (readable by its owner only), with its MAC. Once
+    /// this returns `Ok` the new file is in place; an error means the old one still is.
+    pub fn save(&self, path: &Path, master: &Secret) -> Result<(), AdminError> {
         let fail = |what: &str, e: std::io::Error| {
             AdminError::Storage(format!("cannot {what} {}: {e}", path.display()))
         };
-        let json = serde_json::to_vec_pretty(self)
+        let mut signed = self.clone();
+        signed.mac = Some(b64url(
+            hmac::sign(&mac_key(master), &self.canonical()?).as_ref(),
+        ));
+        let json = serde_json::to_vec_pretty(&signed)
             .map_err(|e| AdminError::Storage(format!("cannot encode the state: {e}")))?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
@@ -205,10 +234,11 @@ impl ApiState {
             .and_then(|()| temp.as_file().sync_all())
             .map_err(|e| fail("write a temp file next to", e))?;
         temp.persist(path).map_err(|e| fail("replace", e.error))?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| fail("sync the directory of", e))?;
+        // The rename is durable once the directory is. It has happened, though: a failure
+        // here is no reason to serve the old state while the file holds the new one.
+        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot sync the state file's directory");
+        }
         Ok(())
     }
 
@@ -526,10 +556,26 @@ fn key_aad(id: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The master key's HKDF pseudo-random key; the sealing and MAC keys are expanded from it.
+fn derived(master: &Secret) -> hkdf::Prk {
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"baton-state-v1").extract(master.expose())
+}
+
+/// The AES-256-GCM key that seals secrets.
 fn aead_key(master: &Secret) -> Result<LessSafeKey, AdminError> {
-    UnboundKey::new(&AES_256_GCM, master.expose())
-        .map(LessSafeKey::new)
-        .map_err(|_| AdminError::Storage("the master key is not an AES-256 key".to_owned()))
+    derived(master)
+        .expand(&[b"seal"], &AES_256_GCM)
+        .map(|okm| LessSafeKey::new(UnboundKey::from(okm)))
+        .map_err(|_| AdminError::Storage("cannot derive the sealing key".to_owned()))
+}
+
+/// The HMAC-SHA256 key of the document's MAC.
+fn mac_key(master: &Secret) -> hmac::Key {
+    derived(master)
+        .expand(&[b"mac"], hmac::HMAC_SHA256)
+        .map(hmac::Key::from)
+        // 32 bytes out of HKDF-SHA256 cannot fail (its limit is 255 × 32).
+        .unwrap_or_else(|_| hmac::Key::new(hmac::HMAC_SHA256, master.expose()))
 }
 
 fn seal(master: &Secret, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, AdminError> {
@@ -578,8 +624,9 @@ fn unseal(master: &Secret, aad: &[u8], sealed: &Sealed) -> Result<Secret, AdminE
     Ok(Secret::new(plaintext.to_vec()))
 }
 
-fn secret_text(secret: Secret) -> Result<String, AdminError> {
+fn secret_text(secret: Secret) -> Result<InlineSecret, AdminError> {
     String::from_utf8(secret.expose().to_vec())
+        .map(InlineSecret)
         .map_err(|_| AdminError::Storage("a sealed secret is not text".to_owned()))
 }
 

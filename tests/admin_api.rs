@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -351,6 +351,7 @@ async fn a_state_file_that_does_not_open_stops_the_start() {
     assert_eq!(status, 200);
     let config_path = admin.baton.config_path.clone();
     drop(admin);
+    let state_before = std::fs::read(dir.path().join("state.json")).unwrap();
     // Another master key: baton refuses to start rather than serve without the entries.
     let output = tokio::time::timeout(
         Duration::from_secs(20),
@@ -371,10 +372,90 @@ async fn a_state_file_that_does_not_open_stops_the_start() {
     .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("does not open with the master key"),
-        "{stderr}"
+    assert!(stderr.contains("does not match the master key"), "{stderr}");
+    assert_eq!(
+        std::fs::read(dir.path().join("state.json")).unwrap(),
+        state_before
     );
+}
+
+#[tokio::test]
+async fn admin_writes_build_on_the_last_loaded_file_and_reloads_keep_their_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_port, proxy_port) = (reserve_port(), reserve_port());
+    let original = config(admin_port, proxy_port, WRITABLE)
+        .replace("[server]\n", "[server]\nwatch_config = false\n");
+    let baton = Baton::launch(dir.path(), ([127, 0, 0, 1], proxy_port).into(), &original)
+        .envs(&[("ADMIN_TOKEN", ADMIN_TOKEN), ("MASTER_KEY", MASTER_KEY)])
+        .start()
+        .await;
+    let admin = Admin {
+        baton,
+        admin_url: format!("http://127.0.0.1:{admin_port}"),
+    };
+    let file_token = subject("https://file.idp/", FILE_IDP_SECRET, "user-2");
+    let claims_of =
+        |answer: &Value| payload(answer["access_token"].as_str().unwrap())["act"].clone();
+
+    // An edit not reloaded yet (no SIGHUP, no watch): an admin write does not apply it.
+    let file_provider =
+        "service = \"file-app\"\nkey = \"sbk_file\"\nmapping = { \"sub.$\" = \"$.sub\" }";
+    assert!(original.contains(file_provider));
+    let edited = original.replace(
+        file_provider,
+        "service = \"file-app\"\nkey = \"sbk_file\"\nmapping = { \"sub.$\" = \"$.sub\", edited = true }",
+    );
+    admin.baton.write_config(&edited);
+    let (status, created) = admin
+        .call("POST", "/keys", Some(json!({ "name": "k", "use": "ci" })))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let (status, answer) = admin.exchange(&file_token, "file-app").await;
+    assert_eq!(
+        (status, claims_of(&answer)),
+        (200, json!({ "sub": "user-2" }))
+    );
+
+    // SIGHUP applies it and keeps the API's key.
+    admin.baton.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = subject("https://file.idp/", FILE_IDP_SECRET, "user-3");
+        let (_, answer) = admin.exchange(&fresh, "file-app").await;
+        if claims_of(&answer)["edited"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {}",
+            admin.baton.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, keys) = admin.call("GET", "/keys", None).await;
+    assert_eq!(keys["keys"][1]["id"], created["id"], "{keys}");
+
+    // A broken file is refused on reload, and admin writes still build on the last good one.
+    admin.baton.write_config("[proxy\nbroken = ");
+    admin.baton.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin.baton.log().contains("configuration rejected") {
+        assert!(Instant::now() < deadline, "{}", admin.baton.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let provider =
+        json!({ "service": "api-app", "keyId": created["id"], "mapping": { "sub.$": "$.sub" } });
+    assert_eq!(
+        admin
+            .call("POST", "/token-providers", Some(provider))
+            .await
+            .0,
+        204
+    );
+    let (status, answer) = admin.exchange(&file_token, "api-app").await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = admin.exchange(&file_token, "file-app").await;
+    assert_eq!((status, &claims_of(&answer)["edited"]), (200, &json!(true)));
 }
 
 #[tokio::test]

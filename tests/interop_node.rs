@@ -937,6 +937,9 @@ secret_env = "BATON_INTEROP_HMAC"
     assert_eq!(out["delete_key_in_use"]["status"], 409);
     assert_eq!(out["delete_again"]["name"], "NotFoundError", "{out}");
     assert_eq!(out["delete_again"]["status"], 404);
+    // A wrong admin token: 401 (the client has no class of its own for it, only for 403).
+    assert_eq!(out["wrong_token"]["status"], 401, "{out}");
+    assert_eq!(out["wrong_token"]["code"], "unauthorized");
     assert_eq!(out["after"]["idps"], json!([]));
     assert_eq!(out["after"]["token_providers"], json!([]));
     assert_eq!(out["after"]["keys"].as_array().unwrap().len(), 1);

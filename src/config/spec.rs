@@ -3,8 +3,30 @@
 //! These are parsed by serde and then validated into the runtime types of
 //! [`crate::config`]. Nothing here is trusted yet.
 
+use std::fmt;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// A secret written inline (a demo config's, or one the admin API unsealed): `Debug` never
+/// shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct InlineSecret(pub String);
+
+impl std::ops::Deref for InlineSecret {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
 
 /// `[server]`.
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +104,7 @@ pub struct KeySpec {
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
     /// Inline HMAC secret: only for demo configs (`baton check` warns).
-    pub secret: Option<String>,
+    pub secret: Option<InlineSecret>,
     pub private_key_file: Option<String>,
     pub private_key_env: Option<String>,
     /// Retired keys no longer sign, but their public halves stay published.
@@ -101,7 +123,7 @@ pub struct IdpSpec {
     pub jwks_url: Option<String>,
     #[serde(default)]
     pub discovery: bool,
-    pub key: Option<String>,
+    pub key: Option<InlineSecret>,
     pub key_env: Option<String>,
     pub key_file: Option<String>,
     pub leeway: Option<DurationSpec>,
@@ -131,7 +153,7 @@ pub struct ClientSpec {
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
     /// Inline secret: only for demo configs (`baton check` warns).
-    pub secret: Option<String>,
+    pub secret: Option<InlineSecret>,
 }
 
 /// A duration: `"15m"`, `"1h30m"`, `"90s"`, `"250ms"`, or a number of seconds.

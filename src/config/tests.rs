@@ -412,7 +412,7 @@ mapping = { "sub.$" = "$.sub" }
         algorithms: Some(vec!["HS256".into()]),
         jwks_url: None,
         discovery: false,
-        key: Some("b3RoZXI".into()),
+        key: Some(spec::InlineSecret("b3RoZXI".into())),
         key_env: None,
         key_file: None,
         leeway: None,

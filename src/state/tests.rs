@@ -87,7 +87,7 @@ fn sealed_secrets_open_only_with_their_key_and_their_entry() {
 fn the_state_file_round_trips_and_holds_no_plaintext_secret() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
-    assert_eq!(ApiState::load(&path).unwrap(), ApiState::empty());
+    assert_eq!(ApiState::load(&path, &master()).unwrap(), ApiState::empty());
     let mut state = ApiState::empty();
     let (id, secret) = state
         .create_key(
@@ -105,7 +105,7 @@ fn the_state_file_round_trips_and_holds_no_plaintext_secret() {
             idp_request("https://api.idp/", Some("aWRwLXNlY3JldA")),
         )
         .unwrap();
-    state.save(&path).unwrap();
+    state.save(&path, &master()).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let secret_text = std::str::from_utf8(secret.expose()).unwrap();
     assert!(
@@ -116,12 +116,16 @@ fn the_state_file_round_trips_and_holds_no_plaintext_secret() {
         text.contains("\"createdAt\": \"1970-01-01T00:00:00Z\""),
         "{text}"
     );
-    assert_eq!(ApiState::load(&path).unwrap(), state);
+    assert_eq!(ApiState::load(&path, &master()).unwrap(), state);
     let entries = state.entries(&master()).unwrap();
     assert_eq!(entries.keys[0].1.secret.as_deref(), Some(secret_text));
     assert_eq!(entries.idps[0].1.key.as_deref(), Some("aWRwLXNlY3JldA"));
-    // No temp file is left beside it.
+    assert!(!format!("{entries:?} {:?}", entries.keys[0].1).contains(secret_text));
+    // No temp file is left beside it, and only its owner may read it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
 #[test]
@@ -129,10 +133,44 @@ fn a_state_file_of_another_version_or_shape_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     std::fs::write(&path, r#"{"version": 2}"#).unwrap();
-    let e = ApiState::load(&path).unwrap_err();
+    let e = ApiState::load(&path, &master()).unwrap_err();
     assert!(e.to_string().contains("version 2"), "{e}");
     std::fs::write(&path, r#"{"version": 1, "idps": [{"surprise": true}]}"#).unwrap();
-    assert!(matches!(ApiState::load(&path), Err(AdminError::Storage(_))));
+    assert!(matches!(
+        ApiState::load(&path, &master()),
+        Err(AdminError::Storage(_))
+    ));
+}
+
+#[test]
+fn an_edited_state_file_or_another_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut state = ApiState::empty();
+    // No secret at all in it: the MAC still binds the file to the master key.
+    let mut request = idp_request("https://api.idp/", None);
+    request.jwks_url = Some("https://api.idp/jwks".into());
+    request.algs = vec!["RS256".into()];
+    state.upsert_idp(&config(), &master(), request).unwrap();
+    state.save(&path, &master()).unwrap();
+    assert_eq!(ApiState::load(&path, &master()).unwrap(), state);
+    let other = Secret::new([9u8; 32]);
+    let e = ApiState::load(&path, &other).unwrap_err();
+    assert!(
+        e.to_string().contains("does not match the master key"),
+        "{e}"
+    );
+    // Pointing the IdP's keys elsewhere is an edit the MAC catches.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("https://api.idp/jwks", "https://evil.example/jwks"),
+    )
+    .unwrap();
+    assert!(matches!(
+        ApiState::load(&path, &master()),
+        Err(AdminError::Storage(_))
+    ));
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //    "token", "claims"                   a token of the new provider, from the client's exchange,
 //    "delete_key_in_use"                 the error of deleting the provider's key first,
 //    "delete_again"                      the error of deleting the key a second time,
+//    "wrong_token"                       the error of listing keys with a wrong admin token,
 //    "after": {idps, token_providers, keys}   the lists once everything is deleted}
 // and exits 0; on an unexpected error prints {"error": {name, message, status, code}} and
 // exits 1. Exit 2: usage; 3: the npm packages are missing (run scripts/test.sh).
@@ -97,6 +98,8 @@ try {
   await admin.keys.delete(id);
   await admin.identityProviders.delete({ iss });
   const deleteAgain = await failure(admin.keys.delete(id));
+  const intruder = new StateBackedClient({ token: 'not-the-admin-token' }, { apiHost: adminHost });
+  const wrongToken = await failure(intruder.keys.list());
 
   process.stdout.write(
     `${JSON.stringify({
@@ -107,6 +110,7 @@ try {
       claims,
       delete_key_in_use: deleteKeyInUse,
       delete_again: deleteAgain,
+      wrong_token: wrongToken,
       after: await lists(),
     })}\n`,
   );

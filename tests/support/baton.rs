@@ -18,13 +18,33 @@ use std::time::{Duration, Instant};
 /// How long a process may take to start answering.
 pub const STARTUP: Duration = Duration::from_secs(30);
 
-/// A free port on 127.0.0.1: bound, read, released for the process about to use it.
+/// A free port on 127.0.0.1 for a process about to listen on it: probed with a bind, then
+/// released.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), never from it: a port
+/// the kernel gave out for `:0` and that was released could be handed out again at once as
+/// the local port of any outgoing connection (baton's to its upstream, a test's to baton),
+/// and the process meant to listen on it would fail with "address in use". Each port is
+/// handed out once per test process (a counter from a per-process starting point).
 pub fn reserve_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = 10_000u32;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|start| *start > low + 1_000)
+        .unwrap_or(32_768);
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(low + offset).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}");
 }
 
 /// `127.0.0.1:<a reserved port>`.
