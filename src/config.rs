@@ -589,47 +589,58 @@ impl Loader<'_> {
 
     fn admin(&mut self, spec: AdminSpec) -> AdminConfig {
         let listen = self.socket_addr(spec.listen.as_deref(), DEFAULT_ADMIN_LISTEN, "admin.listen");
-        let from_env = |loader: &mut Self, name: &str, path: &str| -> Option<Secret> {
-            let value = (loader.env)(name).filter(|v| !v.is_empty());
-            if value.is_none() {
-                loader.error(
-                    None,
-                    path,
-                    &format!("environment variable {name} is not set"),
-                );
-            }
-            value.map(Secret::new)
+        let place = Place {
+            path: "admin".to_owned(),
+            span: None,
         };
-        let token = spec
-            .token_env
-            .as_deref()
-            .and_then(|name| from_env(self, name, "admin.token_env"));
-        let master_key = match spec.master_key_env.as_deref() {
-            Some(name) => from_env(self, name, "admin.master_key_env").and_then(|value| {
-                match crate::state::master_key(value.expose()) {
+        let token = self
+            .optional_secret(
+                &place,
+                &[
+                    ("token_env", spec.token_env.as_deref(), SecretFrom::Env),
+                    ("token_file", spec.token_file.as_deref(), SecretFrom::File),
+                ],
+            )
+            .map(|(_, token)| token);
+        let master_key = self
+            .optional_secret(
+                &place,
+                &[
+                    (
+                        "master_key_env",
+                        spec.master_key_env.as_deref(),
+                        SecretFrom::Env,
+                    ),
+                    (
+                        "master_key_file",
+                        spec.master_key_file.as_deref(),
+                        SecretFrom::File,
+                    ),
+                ],
+            )
+            .and_then(
+                |(field, value)| match crate::state::master_key(value.expose()) {
                     Ok(key) => Some(key),
                     Err(e) => {
-                        self.error(None, "admin.master_key_env", &format!("{name}: {e}"));
+                        self.error(None, &format!("admin.{field}"), &e);
                         None
                     }
-                }
-            }),
-            None => None,
-        };
+                },
+            );
         let state_file = spec.state_file.as_deref().map(|file| self.resolve(file));
         if state_file.is_some() {
-            if spec.master_key_env.is_none() {
+            if spec.master_key_env.is_none() && spec.master_key_file.is_none() {
                 self.error(
                     None,
                     "admin.state_file",
-                    "a state file needs master_key_env (its secrets are sealed with that key)",
+                    "a state file needs master_key_env or master_key_file (its secrets are sealed with that key)",
                 );
             }
-            if spec.token_env.is_none() {
+            if spec.token_env.is_none() && spec.token_file.is_none() {
                 self.error(
                     None,
                     "admin.state_file",
-                    "a state file is written through the admin API, which needs token_env",
+                    "a state file is written through the admin API, which needs token_env or token_file",
                 );
             }
         }
@@ -729,6 +740,24 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// Reads the one secret among `sources` that is set, when one is (none is no error; an
+    /// empty one is).
+    fn optional_secret(
+        &mut self,
+        place: &Place,
+        sources: &[(&'static str, Option<&str>, SecretFrom)],
+    ) -> Option<(&'static str, Secret)> {
+        if sources.iter().all(|(_, value, _)| value.is_none()) {
+            return None;
+        }
+        let (field, secret) = self.one_secret(place, sources)?;
+        if secret.expose().is_empty() {
+            self.error(Some(place), &format!("{}.{field}", place.path), "is empty");
+            return None;
+        }
+        Some((field, secret))
     }
 
     /// Reads the one secret among `sources` that is set. Errors when none or several are.

@@ -6,7 +6,8 @@
 //! - an echo upstream that answers with what it received (method, path, headers, and the
 //!   claims of the token baton put in `Authorization`);
 //! - baton, configured to trust the IdP through discovery and to mint ES256 tokens in State
-//!   Backed's format for the service `demo-app`;
+//!   Backed's format for the service `demo-app`, with its admin listener (health, metrics and
+//!   the admin API, its token and master key in files of the demo's temp directory);
 //!
 //! then prints the commands to try.
 
@@ -25,8 +26,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::AdminState;
 use crate::clock::{Clock as _, SystemClock};
-use crate::config::Config;
+use crate::control::{Control, Loaded};
 use crate::exchange::ExchangerOptions;
 use crate::keygen;
 use crate::mint::keys::SigningKey;
@@ -38,7 +40,7 @@ pub const DEMO_SERVICE: &str = "demo-app";
 pub const DEMO_AUDIENCE: &str = "demo-app";
 
 /// Where the demo listens: baton on `port`, the IdP on `port + 1`, the echo upstream on
-/// `port + 2`; with `port` 0, all three on ephemeral ports.
+/// `port + 2`, baton's admin listener on `port + 3`; with `port` 0, all on ephemeral ports.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoOptions {
     /// baton's port.
@@ -67,11 +69,13 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let baton_listener = bind(0).await?;
     let idp_listener = bind(1).await?;
     let echo_listener = bind(2).await?;
+    let admin_listener = bind(3).await?;
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| DemoError(e.to_string()));
-    let (baton_addr, idp_addr, echo_addr) = (
+    let (baton_addr, idp_addr, echo_addr, admin_addr) = (
         addr(&baton_listener)?,
         addr(&idp_listener)?,
         addr(&echo_listener)?,
+        addr(&admin_listener)?,
     );
 
     let idp_key =
@@ -96,15 +100,36 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .map_err(|e| DemoError(format!("cannot create {}: {e}", dir.display())))?;
     let baton_key =
         keygen::generate(jsonwebtoken::Algorithm::ES256).map_err(|e| DemoError(e.to_string()))?;
-    std::fs::write(dir.join("demo-es256.pem"), baton_key.material.expose())
-        .map_err(|e| DemoError(format!("cannot write the demo key: {e}")))?;
-    let source = demo_config(&issuer, baton_addr, echo_addr);
-    let config =
-        Config::from_toml(&source, &dir, &|_| None).map_err(|e| DemoError(e.to_string()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| DemoError(format!("cannot write the demo's {name}: {e}")))
+    };
+    write("demo-es256.pem", baton_key.material.expose())?;
+    // The admin API's token and the state file's master key: random, in files only.
+    write("admin-token", random_text(24)?.as_bytes())?;
+    write("master-key", random_text(32)?.as_bytes())?;
+    let config_path = dir.join("baton.toml");
+    write(
+        "baton.toml",
+        demo_config(&issuer, baton_addr, echo_addr, admin_addr).as_bytes(),
+    )?;
+    let Loaded { config, sources } = Control::load(&config_path).map_err(DemoError)?;
     let app =
         App::new(config, ExchangerOptions::default()).map_err(|e| DemoError(e.to_string()))?;
+    let control = Arc::new(Control::new(
+        Arc::clone(app.gateway()),
+        config_path,
+        sources,
+    ));
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        Arc::new(AdminState::new(control)),
+    ));
 
-    println!("{}", instructions(baton_addr, idp_addr, echo_addr));
+    println!(
+        "{}",
+        instructions(baton_addr, idp_addr, echo_addr, admin_addr, &dir)
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
@@ -115,8 +140,18 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// `bytes` random bytes, base64url.
+fn random_text(bytes: usize) -> Result<String, DemoError> {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut buffer = vec![0u8; bytes];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut buffer)
+        .map_err(|_| DemoError("the system random source failed".to_owned()))?;
+    Ok(URL_SAFE_NO_PAD.encode(buffer))
+}
+
 /// The demo's config: this is what a real one looks like (see `config/`).
-fn demo_config(issuer: &str, baton: SocketAddr, echo: SocketAddr) -> String {
+fn demo_config(issuer: &str, baton: SocketAddr, echo: SocketAddr, admin: SocketAddr) -> String {
     format!(
         r#"
 [server]
@@ -127,6 +162,12 @@ issuer = "http://{baton}"
 listen = "{baton}"
 upstream = "{echo}"
 service = "{DEMO_SERVICE}"
+
+[admin]
+listen = "{admin}"
+token_file = "admin-token"
+state_file = "state.json"
+master_key_file = "master-key"
 
 [[keys]]
 id = "sbk_demo"
@@ -150,12 +191,21 @@ mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "p
     )
 }
 
-fn instructions(baton: SocketAddr, idp: SocketAddr, echo: SocketAddr) -> String {
+fn instructions(
+    baton: SocketAddr,
+    idp: SocketAddr,
+    echo: SocketAddr,
+    admin: SocketAddr,
+    dir: &std::path::Path,
+) -> String {
+    let token_file = dir.join("admin-token");
+    let token_file = token_file.display();
     format!(
         "baton demo is running (Ctrl-C to stop):
   demo IdP       http://{idp}   issues RS256 tokens for any user name
   baton          http://{baton}   proxy, POST /tokens, /.well-known/jwks.json
   echo upstream  http://{echo}   the app: answers with what it received
+  baton admin    http://{admin}   /healthz, /readyz, /metrics, admin API (/idps, /token-providers, /keys)
 
 Try:
   TOKEN=$(curl -s 'http://{idp}/token?user=alice')
@@ -163,6 +213,8 @@ Try:
   curl -s http://{baton}/tokens -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange -d audience={DEMO_SERVICE} --data-urlencode \"subject_token=$TOKEN\"
   curl -s -i http://{baton}/hello
   curl -s http://{baton}/.well-known/jwks.json
+  curl -s -H \"Authorization: Bearer $(cat {token_file})\" http://{admin}/token-providers
+  curl -s http://{admin}/metrics | grep '^baton_exchanges_total'
 "
     )
 }

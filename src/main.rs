@@ -31,8 +31,8 @@ enum Command {
     },
     /// Start a complete local setup (demo IdP, echo upstream, baton) and print what to try.
     Demo {
-        /// baton's port; the IdP uses the next one, the echo upstream the one after.
-        /// 0 picks free ports.
+        /// baton's port; the IdP uses the next one, the echo upstream the one after, baton's
+        /// admin listener the one after that. 0 picks free ports.
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },

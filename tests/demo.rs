@@ -93,7 +93,7 @@ fn demo_commands_work_as_printed() {
             in_try = true;
         }
     }
-    assert_eq!(commands.len(), 5, "{commands:#?}");
+    assert_eq!(commands.len(), 7, "{commands:#?}");
 
     // The printed lines, verbatim, each followed by a marker; then the IdP token, to check
     // that it never reaches the app or the caller.
@@ -126,8 +126,15 @@ fn demo_commands_work_as_printed() {
     // Bodies need not end with a newline: split on the markers, not on lines.
     let parts: Vec<&str> = stdout.split("===\n").collect();
     assert_eq!(parts.len(), commands.len() + 1, "{stdout}");
-    let (idp_token, hello, tokens, no_token, jwks) =
-        (parts[5].trim(), parts[1], parts[2], parts[3], parts[4]);
+    let (idp_token, hello, tokens, no_token, jwks, providers, metrics) = (
+        parts[7].trim(),
+        parts[1],
+        parts[2],
+        parts[3],
+        parts[4],
+        parts[5],
+        parts[6],
+    );
     assert_eq!(parts[0], "", "TOKEN=… prints nothing");
     assert_eq!(
         idp_token.split('.').count(),
@@ -216,4 +223,23 @@ fn demo_commands_work_as_printed() {
         })
         .unwrap_or_else(|| panic!("no WWW-Authenticate: {no_token}"));
     assert!(challenge.starts_with("Bearer"), "{challenge}");
+
+    // The admin API (its token read from the demo's file): the demo's provider, read-only.
+    let providers: Value = serde_json::from_str(providers)
+        .unwrap_or_else(|e| panic!("/token-providers is not JSON ({e}): {providers}"));
+    assert_eq!(
+        providers["tokenProviders"][0]["service"], "demo-app",
+        "{providers}"
+    );
+    assert_eq!(
+        providers["tokenProviders"][0]["readOnly"], true,
+        "{providers}"
+    );
+    // Metrics counted the two exchanges above (the proxied /hello and POST /tokens).
+    let counted: f64 = metrics
+        .lines()
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(metrics.contains("outcome=\"ok\""), "{metrics}");
+    assert_eq!(counted, 2.0, "{metrics}");
 }

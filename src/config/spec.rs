@@ -89,10 +89,14 @@ pub struct AdminSpec {
     pub listen: Option<String>,
     /// The environment variable holding the admin API's bearer token.
     pub token_env: Option<String>,
+    /// Or a file holding it.
+    pub token_file: Option<String>,
     /// Where entries written through the admin API persist (relative to the config file).
     pub state_file: Option<String>,
     /// The environment variable holding the state file's master key (32 bytes, base64).
     pub master_key_env: Option<String>,
+    /// Or a file holding it.
+    pub master_key_file: Option<String>,
 }
 
 /// One `[[keys]]` entry.

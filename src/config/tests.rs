@@ -377,11 +377,34 @@ fn admin_settings_are_checked_together() {
         config.admin.state_file.as_deref(),
         Some(Path::new("/etc/baton/state.json"))
     );
+    // From files (a Kubernetes Secret mounted as files), a trailing newline dropped.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "file-token\n").unwrap();
+    std::fs::write(
+        dir.path().join("master"),
+        format!("{}\n", crate::token::b64url(&[1u8; 32])),
+    )
+    .unwrap();
+    let from_files = Config::from_toml(
+        "[admin]\ntoken_file = \"token\"\nmaster_key_file = \"master\"\nstate_file = \"s.json\"",
+        dir.path(),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(from_files.admin.token.unwrap().expose(), b"file-token");
+    assert_eq!(from_files.admin.master_key.unwrap().expose(), [1u8; 32]);
+    assert_eq!(
+        messages(admin(
+            "token_env = \"T\"\ntoken_file = \"t\"",
+            &[("T", "x")]
+        )),
+        ["admin: several key sources (token_env, token_file); set exactly one"]
+    );
     assert_eq!(
         messages(admin("state_file = \"state.json\"", &[])),
         [
-            "admin.state_file: a state file needs master_key_env (its secrets are sealed with that key)",
-            "admin.state_file: a state file is written through the admin API, which needs token_env",
+            "admin.state_file: a state file needs master_key_env or master_key_file (its secrets are sealed with that key)",
+            "admin.state_file: a state file is written through the admin API, which needs token_env or token_file",
         ]
     );
     assert_eq!(
@@ -390,8 +413,8 @@ fn admin_settings_are_checked_together() {
             &[("T", ""), ("M", "c2hvcnQ=")]
         )),
         [
-            "admin.token_env: environment variable T is not set",
-            "admin.master_key_env: M: 5 bytes; the master key is 32 bytes (AES-256), base64",
+            "admin.token_env: is empty",
+            "admin.master_key_env: 5 bytes; the master key is 32 bytes (AES-256), base64",
         ]
     );
 }
