@@ -106,10 +106,7 @@ fn serve(path: PathBuf, log_format: Option<&str>) -> ExitCode {
     let loaded = match baton::control::Control::load(&path) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprint!("{e}");
-            if !e.ends_with('\n') {
-                eprintln!();
-            }
+            print_error(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -175,8 +172,21 @@ fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// The config file with the admin API's state file over it, as `baton serve` would load it.
+fn load(path: &std::path::Path) -> Result<Config, String> {
+    baton::control::Control::load(path).map(|loaded| loaded.config)
+}
+
+/// Prints a load error (it names the file) on standard error.
+fn print_error(e: &str) {
+    eprint!("{e}");
+    if !e.ends_with('\n') {
+        eprintln!();
+    }
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+    match load(path) {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
@@ -206,8 +216,8 @@ fn check(path: &std::path::Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
+        Err(e) => {
+            print_error(&e);
             ExitCode::FAILURE
         }
     }
@@ -219,10 +229,10 @@ fn explain(
     service: Option<String>,
     at: Option<u64>,
 ) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match load(path) {
         Ok(config) => config,
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
+        Err(e) => {
+            print_error(&e);
             return ExitCode::FAILURE;
         }
     };

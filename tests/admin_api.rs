@@ -288,6 +288,21 @@ async fn entries_written_through_the_admin_api_serve_exchanges_and_persist_seale
     assert!(!state_text.contains(&URL_SAFE_NO_PAD.encode(API_IDP_SECRET)));
     assert!(!admin.baton.log().contains(&key_secret));
 
+    // `baton check` sees what `baton serve` would load: the file and the state file.
+    let check = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["check", "--config"])
+        .arg(&admin.baton.config_path)
+        .envs([("ADMIN_TOKEN", ADMIN_TOKEN), ("MASTER_KEY", MASTER_KEY)])
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{summary}");
+    assert!(
+        summary.contains("token providers: 2") && summary.contains(&key_id),
+        "{summary}"
+    );
+    assert!(!summary.contains(&key_secret));
+
     // A restart loads them again.
     drop(admin);
     let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
