@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -61,8 +61,14 @@ impl AdminState {
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                tracing::warn!(error = %e, "admin listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -70,12 +76,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(answer(&state, req).await) }
             });
+            // A client that sends no complete request header in time (a slow or idle one)
+            // is dropped rather than holding a connection open forever.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
     }
 }
+
+/// How long the admin listener waits for a request's header (and an idle connection for the
+/// next one).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn answer(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();

@@ -499,3 +499,33 @@ async fn without_a_token_the_admin_api_is_off_and_without_a_state_file_read_only
     let (status, _) = read_only.call("PUT", "/idps", None).await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_header_is_dropped() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start(dir.path(), "", MASTER_KEY).await;
+    let address = admin.admin_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = Vec::new();
+    // The admin listener gives a header 5 s; the connection then ends (maybe with a 408).
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buffer))
+        .await
+        .expect("the half-sent request was never dropped");
+    assert!(read.is_ok() || buffer.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&buffer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
