@@ -309,6 +309,16 @@ clients = [{{ id = "client-env", secret_env = "E2E_CLIENT_SECRET" }}, {{ id = "c
         self.post_form_with(pairs, &[]).await
     }
 
+    /// The plain exchange: `subject_token` for `audience`, nothing else.
+    async fn exchange(&self, subject_token: &str, audience: &str) -> Answer {
+        self.post_form(&[
+            ("grant_type", GRANT),
+            ("subject_token", subject_token),
+            ("audience", audience),
+        ])
+        .await
+    }
+
     async fn post_form_with(&self, pairs: &[(&str, &str)], headers: &[(&str, &str)]) -> Answer {
         let mut request = self
             .http
@@ -473,13 +483,7 @@ fn parse_response(bytes: &[u8]) -> Answer {
 async fn form_body_exchanges() {
     let fx = Fixture::start().await;
     let token = fx.subject("user-form");
-    let answer = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &token),
-            ("audience", "app"),
-        ])
-        .await;
+    let answer = fx.exchange(&token, "app").await;
     let minted = fx.assert_minted(&answer, "user-form").await;
     assert_eq!(payload(&minted)["act"]["email"], "user-form@example.com");
     assert!(
@@ -494,14 +498,7 @@ async fn each_exchange_is_one_json_log_line_without_token_or_secret() {
     let token = fx.subject("user-logged");
     let exchange = |token: String| {
         let fx = &fx;
-        async move {
-            fx.post_form(&[
-                ("grant_type", GRANT),
-                ("subject_token", &token),
-                ("audience", "app"),
-            ])
-            .await
-        }
+        async move { fx.exchange(&token, "app").await }
     };
     fx.assert_minted(&exchange(token.clone()).await, "user-logged")
         .await;
@@ -590,13 +587,7 @@ async fn audience_forms_resource_and_default_service() {
     let fx = Fixture::start().await;
     // Bare service.
     let token = fx.subject("user-bare");
-    let answer = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &token),
-            ("audience", "app"),
-        ])
-        .await;
+    let answer = fx.exchange(&token, "app").await;
     fx.assert_minted(&answer, "user-bare").await;
 
     // State Backed form: {audience_base}/{org}/{service}.
@@ -640,13 +631,7 @@ async fn audience_forms_resource_and_default_service() {
 
     // A second service, by audience: minted with its own (HMAC) key.
     let token = fx.subject("user-hmac");
-    let answer = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &token),
-            ("audience", "hmac-app"),
-        ])
-        .await;
+    let answer = fx.exchange(&token, "hmac-app").await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let minted = answer.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(header(&minted)["kid"], "sbk_hmac");
@@ -712,13 +697,7 @@ async fn same_subject_token_same_service_gets_the_cached_token() {
     assert_eq!(fx.assert_minted(&third, "user-cache").await, first);
 
     // Another service: another token.
-    let other = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &token),
-            ("audience", "hmac-app"),
-        ])
-        .await;
+    let other = fx.exchange(&token, "hmac-app").await;
     assert_eq!(other.status, 200, "{other:?}");
     assert_ne!(other.json()["access_token"].as_str().unwrap(), first);
 }
@@ -946,13 +925,7 @@ async fn subject_tokens_failing_verification_are_invalid_request() {
         ("garbage segments", fx.secret("eyJub3Q.a.jwt-signature-garbage".to_owned()), "subject_token is not a well-formed signed JWT"),
     ];
     for (what, token, expected) in &cases {
-        let answer = fx
-            .post_form(&[
-                ("grant_type", GRANT),
-                ("subject_token", token),
-                ("audience", "app"),
-            ])
-            .await;
+        let answer = fx.exchange(token, "app").await;
         let description = answer.assert_error(400, "invalid_request");
         assert_eq!(description, *expected, "{what}");
         assert!(
@@ -975,23 +948,11 @@ async fn unreachable_idp_keys_are_temporarily_unavailable() {
     let token = fx.subject_with(
         json!({ "iss": DOWN_ISS, "aud": AUD, "sub": "user-down", "exp": now() + 600 }),
     );
-    let answer = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &token),
-            ("audience", "app"),
-        ])
-        .await;
+    let answer = fx.exchange(&token, "app").await;
     answer.assert_error(503, "temporarily_unavailable");
     // The live IdP still works meanwhile.
     let good = fx.subject("user-up");
-    let answer = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &good),
-            ("audience", "app"),
-        ])
-        .await;
+    let answer = fx.exchange(&good, "app").await;
     fx.assert_minted(&answer, "user-up").await;
 }
 
@@ -1237,13 +1198,7 @@ async fn client_authentication() {
     }
 
     // A provider without clients ignores no credentials.
-    let answer = fx
-        .post_form(&[
-            ("grant_type", GRANT),
-            ("subject_token", &token),
-            ("audience", "app"),
-        ])
-        .await;
+    let answer = fx.exchange(&token, "app").await;
     fx.assert_minted(&answer, "user-client").await;
 }
 
