@@ -115,6 +115,12 @@ impl Control {
     /// Reloads the config file (with the admin API's entries over it). A bad file is logged
     /// and the running configuration kept. Blocks.
     pub fn reload_file(&self) -> bool {
+        let applied = self.try_reload_file();
+        self.gateway.metrics().config_reload("file", applied);
+        applied
+    }
+
+    fn try_reload_file(&self) -> bool {
         let mut sources = self.sources.lock();
         let file = match read(&self.config_path) {
             Ok(file) => file,
@@ -160,6 +166,17 @@ impl Control {
     /// its upstream resolved, the state file written (the point of no return), and the new
     /// configuration served. A failure before the write changes nothing. Blocks.
     pub fn change<T>(
+        &self,
+        change: impl FnOnce(&mut ApiState, &Config, &Secret) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let result = self.try_change(change);
+        self.gateway
+            .metrics()
+            .config_reload("admin", result.is_ok());
+        result
+    }
+
+    fn try_change<T>(
         &self,
         change: impl FnOnce(&mut ApiState, &Config, &Secret) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {

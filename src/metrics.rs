@@ -25,6 +25,7 @@ pub struct Metrics {
     exchange_seconds: Family<SurfaceLabels, Histogram, fn() -> Histogram>,
     proxied: Family<StatusLabels, Counter>,
     upstream_seconds: Histogram,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +44,12 @@ struct SurfaceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    source: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +98,13 @@ impl Metrics {
             "Time from sending a request upstream to its response header",
             upstream_seconds.clone(),
         );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration changes by source (file: SIGHUP or the file watch; admin: an admin API \
+             write) and outcome (applied, rejected)",
+            reloads.clone(),
+        );
         registry.register_collector(Box::new(ExchangerCollector(exchanger)));
         Self {
             registry,
@@ -98,7 +112,16 @@ impl Metrics {
             exchange_seconds,
             proxied,
             upstream_seconds,
+            reloads,
         }
+    }
+
+    /// Records one configuration change: `source` is `file` or `admin`.
+    pub fn config_reload(&self, source: &'static str, applied: bool) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.reloads
+            .get_or_create(&ReloadLabels { source, outcome })
+            .inc();
     }
 
     /// Records one exchange.

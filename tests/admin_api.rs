@@ -116,6 +116,36 @@ impl Admin {
         (status, json)
     }
 
+    /// `baton_config_reloads_total` from `/metrics`: `"source outcome count"`, sorted.
+    async fn reloads(&self) -> Vec<String> {
+        let text = reqwest::get(format!("{}/metrics", self.admin_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut counts: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                let labels = line.strip_prefix("baton_config_reloads_total{")?;
+                let (labels, count) = labels.split_once("} ")?;
+                let label = |name: &str| {
+                    labels
+                        .split(',')
+                        .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+                        .map(|v| v.trim_end_matches('"').to_owned())
+                };
+                Some(format!(
+                    "{} {} {count}",
+                    label("source")?,
+                    label("outcome")?
+                ))
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+
     /// `POST /tokens` on the proxy listener.
     async fn exchange(&self, subject_token: &str, service: &str) -> (u16, Value) {
         let body = form_urlencoded::Serializer::new(String::new())
@@ -281,6 +311,11 @@ async fn entries_written_through_the_admin_api_serve_exchanges_and_persist_seale
     assert_eq!(status, 409, "a key in use cannot go: {error}");
     assert_eq!(std::fs::read(&state_path).unwrap(), state_before);
     assert_eq!(admin.exchange(&token, "api-app").await.0, 200);
+    // Counted: three writes applied, four refused (the malformed body never got that far).
+    assert_eq!(
+        admin.reloads().await,
+        ["admin applied 3", "admin rejected 4"]
+    );
 
     // Sealed at rest: neither secret is in the state file.
     let state_text = String::from_utf8(state_before).unwrap();
@@ -471,6 +506,10 @@ async fn admin_writes_build_on_the_last_loaded_file_and_reloads_keep_their_entri
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = admin.exchange(&file_token, "file-app").await;
     assert_eq!((status, &claims_of(&answer)["edited"]), (200, &json!(true)));
+    assert_eq!(
+        admin.reloads().await,
+        ["admin applied 2", "file applied 1", "file rejected 1"]
+    );
 }
 
 #[tokio::test]
