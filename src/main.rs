@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the sidecar: the proxy, `POST /tokens`, the published keys.
+    /// Run the sidecar: the proxy, `POST /tokens`, the published keys, the admin listener.
     Serve {
         /// The TOML config file (reloaded on SIGHUP).
         #[arg(long, short)]
