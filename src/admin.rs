@@ -375,7 +375,24 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    serde_json::from_slice(body).map_err(|e| AdminError::Invalid(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        // serde quotes the offending value in these (`invalid type: string "…"`): never
+        // repeat what was sent, which may be a secret in the wrong field.
+        let message = if ["invalid type", "invalid value", "invalid length"]
+            .iter()
+            .any(|kind| message.starts_with(kind))
+        {
+            format!(
+                "a value has the wrong type or form at line {}, column {}",
+                e.line(),
+                e.column()
+            )
+        } else {
+            message
+        };
+        AdminError::Invalid(format!("invalid JSON body: {message}"))
+    })
 }
 
 fn list_idps(config: &Config, state: &ApiState) -> Response<Full<Bytes>> {

@@ -303,6 +303,19 @@ async fn entries_written_through_the_admin_api_serve_exchanges_and_persist_seale
         )
         .await;
     assert_eq!(status, 400, "{error}");
+    // A secret sent in the wrong place is not repeated back (serde would quote it).
+    let misplaced =
+        json!({ "iss": "https://x.idp/", "algs": "sbsec_misplaced_secret", "mapping": {} });
+    let (status, error) = admin.call("POST", "/idps", Some(misplaced)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        !error.to_string().contains("sbsec_misplaced_secret"),
+        "{error}"
+    );
+    assert!(
+        error["error"].as_str().unwrap().contains("wrong type"),
+        "{error}"
+    );
     let file_idp =
         json!({ "iss": "https://file.idp/", "algs": ["HS256"], "key": "c2VjcmV0", "mapping": {} });
     let (status, error) = admin.call("POST", "/idps", Some(file_idp)).await;
