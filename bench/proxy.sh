@@ -34,6 +34,9 @@ upstream = "$PEERS_BACKEND"
 service = "app"
 threads = ${BATON_THREADS:-1}
 
+[admin]
+listen = "127.0.0.1:0"   # any free port: several batons may run side by side (MORE_TARGETS)
+
 [[keys]]
 id = "sbk_bench"
 algorithm = "HS256"

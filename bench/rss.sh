@@ -59,6 +59,9 @@ upstream = "127.0.0.1:$UPSTREAM_PORT"
 service = "app"
 threads = ${THREADS:-1}
 
+[admin]
+listen = "127.0.0.1:0"   # any free port: the bench needs no admin listener of its own
+
 [[keys]]
 id = "sbk_bench"
 algorithm = "HS256"

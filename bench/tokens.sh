@@ -30,6 +30,9 @@ listen = "127.0.0.1:$PORT"
 service = "app"
 threads = 1
 
+[admin]
+listen = "127.0.0.1:0"   # any free port: the bench needs no admin listener of its own
+
 [[keys]]
 id = "sbk_bench"
 algorithm = "HS256"
