@@ -581,3 +581,43 @@ async fn a_client_that_never_finishes_its_header_is_dropped() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::sync::Arc::new(start(dir.path(), WRITABLE, MASTER_KEY).await);
+    let writes: Vec<_> = (0..16)
+        .map(|i| {
+            let admin = std::sync::Arc::clone(&admin);
+            tokio::spawn(async move {
+                admin
+                    .call(
+                        "POST",
+                        "/keys",
+                        Some(json!({ "name": format!("k{i}"), "use": "ci" })),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for write in writes {
+        let (status, created) = write.await.unwrap();
+        assert_eq!(status, 200, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    // No write lost another's: all 16 are listed, and all 16 are in the file.
+    let (_, keys) = admin.call("GET", "/keys", None).await;
+    let listed: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["id"].as_str())
+        .collect();
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    for id in &ids {
+        assert!(listed.contains(&id.as_str()), "{id} not listed: {keys}");
+        assert!(state.contains(id.as_str()), "{id} not in the state file");
+    }
+    assert_eq!(admin.reloads().await, ["admin applied 16"]);
+}
