@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::client::ClientRequestBuilder;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use support::baton::{Baton, reserve_addr};
+use support::http::Answer;
 use support::{JwksServer, TestKey, header, now, payload};
 
 // --- constants ------------------------------------------------------------------------
@@ -431,31 +432,12 @@ fn hex(bytes: &[u8]) -> String {
 
 // --- raw HTTP/1.1 ---------------------------------------------------------------------
 
-/// One HTTP response.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// What the proxy tests check of an answer.
+trait ProxyAnswer {
+    fn assert_invalid_token(&self, what: &str);
 }
 
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
-    }
-
+impl ProxyAnswer for Answer {
     /// A 401 of RFC 6750 §3 with `error="invalid_token"`, and the same error as JSON.
     fn assert_invalid_token(&self, what: &str) {
         assert_eq!(self.status, 401, "{what}: {self:?}");
@@ -865,7 +847,7 @@ impl Harness {
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }
-        into_answer(request.send().await.unwrap_or_else(|e| {
+        Answer::read(request.send().await.unwrap_or_else(|e| {
             panic!("GET {path}: {e}\n{}", self.baton.log());
         }))
         .await
@@ -889,7 +871,7 @@ impl Harness {
             .send()
             .await
             .unwrap_or_else(|e| panic!("admin GET {path}: {e}"));
-        into_answer(response).await
+        Answer::read(response).await
     }
 
     /// The config generation `/readyz` reports.
@@ -934,7 +916,7 @@ impl Harness {
                 ("audience", service),
             ])
             .finish();
-        let answer = into_answer(
+        let answer = Answer::read(
             self.http
                 .post(self.url("/tokens"))
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -962,26 +944,6 @@ impl Harness {
         jsonwebtoken::decode::<Value>(token, &decoding, &validation)
             .unwrap_or_else(|e| panic!("the forwarded token does not verify with {}: {e}", key.kid))
             .claims
-    }
-}
-
-async fn into_answer(response: reqwest::Response) -> Answer {
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = response.bytes().await.unwrap().to_vec();
-    Answer {
-        status,
-        headers,
-        body,
     }
 }
 

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use support::baton::{Baton, reserve_addr, reserve_port};
+use support::http::Answer;
 use support::{JwksServer, TestKey, header, now, payload};
 
 // --- constants ------------------------------------------------------------------------
@@ -64,27 +65,13 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// One HTTP response.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+/// What the token endpoint's tests check of an answer.
+trait TokensAnswer {
+    fn assert_error(&self, status: u16, error: &str) -> String;
+    fn assert_no_store(&self);
 }
 
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
+impl TokensAnswer for Answer {
     /// An OAuth error (RFC 6749 §5.2): status, JSON `{error, error_description}`.
     fn assert_error(&self, status: u16, error: &str) -> String {
         assert_eq!(self.status, status, "{self:?}");
@@ -254,6 +241,7 @@ clients = [{{ id = "client-env", secret_env = "E2E_CLIENT_SECRET" }}, {{ id = "c
 
     /// Fails when any subject token handed out appears in `answer`'s headers or body.
     fn assert_no_leak(&self, answer: &Answer) {
+        let body = answer.text();
         for token in self.secrets.lock().iter() {
             let mut needles = vec![token.as_str()];
             // The signature alone identifies a token too.
@@ -262,7 +250,7 @@ clients = [{{ id = "client-env", secret_env = "E2E_CLIENT_SECRET" }}, {{ id = "c
             }
             for needle in needles {
                 assert!(
-                    !answer.body.contains(needle),
+                    !body.contains(needle),
                     "a subject token leaked into the body: {answer:?}"
                 );
                 for (name, value) in &answer.headers {
@@ -276,24 +264,7 @@ clients = [{{ id = "client-env", secret_env = "E2E_CLIENT_SECRET" }}, {{ id = "c
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = response.text().await.unwrap();
-        let answer = Answer {
-            status,
-            headers,
-            body,
-        };
+        let answer = Answer::read(request.send().await.unwrap()).await;
         self.assert_no_leak(&answer);
         answer
     }
@@ -468,8 +439,7 @@ fn parse_response(bytes: &[u8]) -> Answer {
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let length = content_length(head.as_bytes());
-    let body =
-        String::from_utf8_lossy(&bytes[start..(start + length).min(bytes.len())]).into_owned();
+    let body = bytes[start..(start + length).min(bytes.len())].to_vec();
     Answer {
         status,
         headers,
@@ -929,7 +899,7 @@ async fn subject_tokens_failing_verification_are_invalid_request() {
         let description = answer.assert_error(400, "invalid_request");
         assert_eq!(description, *expected, "{what}");
         assert!(
-            !answer.body.contains("victim"),
+            !answer.text().contains("victim"),
             "{what}: claims echoed: {answer:?}"
         );
     }
@@ -1192,7 +1162,7 @@ async fn client_authentication() {
             .unwrap_or_else(|| panic!("{what}: no challenge"));
         assert!(challenge.starts_with("Basic"), "{what}: {challenge}");
         assert!(
-            !answer.body.contains(CLIENT_ENV_SECRET),
+            !answer.text().contains(CLIENT_ENV_SECRET),
             "{what}: the secret echoed"
         );
     }
@@ -1245,7 +1215,7 @@ async fn jwks_publishes_asymmetric_keys_including_retired() {
             .any(|k| k["kty"] == "oct" || k.get("k").is_some()),
         "{keys:?}"
     );
-    assert!(!answer.body.contains(HMAC_SECRET));
+    assert!(!answer.text().contains(HMAC_SECRET));
     assert_eq!(keys.len(), 2, "{keys:?}");
 }
 
@@ -1290,7 +1260,7 @@ async fn tokens_path_false_turns_the_endpoint_off() {
         .await;
     assert!(matches!(answer.status, 401 | 502), "{answer:?}");
     assert!(
-        !answer.body.contains("access_token"),
+        !answer.text().contains("access_token"),
         "a token response: {answer:?}"
     );
     // With a good bearer token it is exchanged, then there is no upstream: 502.
@@ -1306,7 +1276,7 @@ async fn tokens_path_false_turns_the_endpoint_off() {
         .await;
     assert!(matches!(answer.status, 401 | 502), "{answer:?}");
     assert!(
-        !answer.body.contains("access_token"),
+        !answer.text().contains("access_token"),
         "a token response: {answer:?}"
     );
     // The documents stay.
