@@ -20,6 +20,7 @@
 # Needs wrk, nginx, haproxy (peers.sh installs what is missing), python3 with PyJWT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/baton-config.sh
 REPO=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 
@@ -27,35 +28,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 if [[ ${1:-} == _start_baton ]]; then
   conf=$PEERS_ROOT/conf/baton-${BATON_PORT:-18085}.toml
   mkdir -p "$(dirname "$conf")"
-  cat >"$conf" <<TOML
-[proxy]
-listen = "127.0.0.1:${BATON_PORT:-18085}"
-upstream = "$PEERS_BACKEND"
-service = "app"
-threads = ${BATON_THREADS:-1}
-
-[admin]
-listen = "127.0.0.1:0"   # any free port: several batons may run side by side (MORE_TARGETS)
-
-[[keys]]
-id = "sbk_bench"
-algorithm = "HS256"
-secret = "sbsec_bench_secret_0123456789abcdef"   # inline: a bench config only
-
-[[idps]]
-name = "peers"
-issuer = "$PEERS_ISS"
-audience = "$PEERS_AUD"
-algorithms = ["RS256"]
-key_file = "$PEERS_PUBKEY_PEM"
-mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "role.\$" = "\$.role" }
-
-[[token_providers]]
-service = "app"
-key = "sbk_bench"
-ttl = "1h"
-mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "role.\$" = "\$.role" }
-TOML
+  bench_config "$conf" "127.0.0.1:${BATON_PORT:-18085}" "$PEERS_BACKEND" "${BATON_THREADS:-1}" \
+    "$PEERS_ISS" "$PEERS_AUD" "$PEERS_PUBKEY_PEM" sub email role
   RUST_LOG=${RUST_LOG:-warn} exec "${BATON_BIN:-$TARGET_DIR/release/baton}" serve --config "$conf"
 fi
 

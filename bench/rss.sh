@@ -11,6 +11,7 @@
 # again. Target: VmRSS under 96 MiB. Needs wrk and nginx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/baton-config.sh
 REPO=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 COUNT=${COUNT:-100000}
@@ -52,33 +53,8 @@ http {
 }
 EOF
 
-cat >"$WORK/baton.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$PORT"
-upstream = "127.0.0.1:$UPSTREAM_PORT"
-service = "app"
-threads = ${THREADS:-1}
-
-[admin]
-listen = "127.0.0.1:0"   # any free port: the bench needs no admin listener of its own
-
-[[keys]]
-id = "sbk_bench"
-algorithm = "HS256"
-secret = "sbsec_bench_secret_0123456789abcdef"   # inline: a bench config only
-
-[[idps]]
-issuer = "$ISSUER"
-audience = "$AUDIENCE"
-key_file = "idp.jwk"
-mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
-
-[[token_providers]]
-service = "app"
-key = "sbk_bench"
-ttl = "1h"
-mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
-TOML
+bench_config "$WORK/baton.toml" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM_PORT" "${THREADS:-1}" \
+  "$ISSUER" "$AUDIENCE" idp.jwk sub email roles
 
 PIDS=()
 cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }

@@ -8,6 +8,7 @@
 # so CPU per request is comparable across runs on this shared 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/baton-config.sh
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}
 COUNT=${COUNT:-120000}
@@ -24,32 +25,7 @@ if [ ! -s "$WORK/tokens.txt" ] || [ "$(wc -l <"$WORK/tokens.txt")" -lt "$COUNT" 
 fi
 head -n1 "$WORK/tokens.txt" >"$WORK/one.txt"
 
-cat >"$WORK/baton.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$PORT"
-service = "app"
-threads = 1
-
-[admin]
-listen = "127.0.0.1:0"   # any free port: the bench needs no admin listener of its own
-
-[[keys]]
-id = "sbk_bench"
-algorithm = "HS256"
-secret = "sbsec_bench_secret_0123456789abcdef"
-
-[[idps]]
-issuer = "https://idp.bench"
-audience = "app"
-key_file = "idp.jwk"
-mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
-
-[[token_providers]]
-service = "app"
-key = "sbk_bench"
-ttl = "1h"
-mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
-TOML
+bench_config "$WORK/baton.toml" "127.0.0.1:$PORT" "" 1 https://idp.bench app idp.jwk sub email roles
 
 RUST_LOG=warn taskset -c "$PIN_BATON" ./target/release/baton serve --config "$WORK/baton.toml" 2>"$WORK/baton.log" &
 BATON=$!
