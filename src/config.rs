@@ -243,20 +243,30 @@ impl Config {
     /// Reads and validates the file at `path`. Relative `*_file` paths are resolved against
     /// the file's directory; `*_env` names are read from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        Self::load_with(path, ApiEntries::default())
+        Self::from_file_text(path, &Self::read_file(path)?, ApiEntries::default())
     }
 
-    /// [`Config::load`], with the admin API's entries validated after the file's.
-    pub fn load_with(path: &Path, api: ApiEntries) -> Result<Self, ConfigErrors> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
+    /// The text of the config file at `path`.
+    pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+        std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 position: None,
                 path: String::new(),
                 message: format!("cannot read {}: {e}", path.display()),
             }])
-        })?;
+        })
+    }
+
+    /// Validates `source`, the text of the config file at `path` (its `*_file` paths are
+    /// resolved against the file's directory, its `*_env` names read from the process
+    /// environment), with the admin API's entries after the file's.
+    pub fn from_file_text(
+        path: &Path,
+        source: &str,
+        api: ApiEntries,
+    ) -> Result<Self, ConfigErrors> {
         let base_dir = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml_with(&source, base_dir, &|name| std::env::var(name).ok(), api)
+        Self::from_toml_with(source, base_dir, &|name| std::env::var(name).ok(), api)
     }
 
     /// Validates a config document. `env` looks up environment variables (injectable for tests).

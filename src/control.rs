@@ -60,8 +60,8 @@ impl Control {
     /// or whose entries no longer fit the file stops the start: serving without its entries
     /// would drop IdPs and providers that clients rely on.
     pub fn load(path: &Path) -> Result<Loaded, String> {
-        let file = read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file_only = from_source(path, &file, ApiEntries::default())
+        let file = Config::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file_only = Config::from_file_text(path, &file, ApiEntries::default())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let admin = &file_only.admin;
         let state = match (&admin.state_file, &admin.master_key) {
@@ -122,7 +122,7 @@ impl Control {
 
     fn try_reload_file(&self) -> bool {
         let mut sources = self.sources.lock();
-        let file = match read(&self.config_path) {
+        let file = match Config::read_file(&self.config_path) {
             Ok(file) => file,
             Err(errors) => return rejected(&errors),
         };
@@ -239,21 +239,6 @@ fn rejected(errors: &ConfigErrors) -> bool {
     false
 }
 
-fn read(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            position: None,
-            path: String::new(),
-            message: format!("cannot read {}: {e}", path.display()),
-        }])
-    })
-}
-
-fn from_source(path: &Path, file: &str, api: ApiEntries) -> Result<Config, ConfigErrors> {
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    Config::from_toml_with(file, base_dir, &|name| std::env::var(name).ok(), api)
-}
-
 /// The configuration of `file` (the text of the config file at `path`) with `state`'s
 /// entries over it.
 fn build(
@@ -279,5 +264,5 @@ fn build(
             .entries(master_key)
             .map_err(|e| storage_error(e.to_string()))?
     };
-    from_source(path, file, entries)
+    Config::from_file_text(path, file, entries)
 }

@@ -242,7 +242,7 @@ impl ApiState {
         Ok(())
     }
 
-    /// The entries as config specs, their secrets unsealed, for [`Config::load_with`].
+    /// The entries as config specs, their secrets unsealed, for [`Config::from_toml_with`].
     pub fn entries(&self, master: &Secret) -> Result<ApiEntries, AdminError> {
         let mut entries = ApiEntries::default();
         for key in &self.keys {
