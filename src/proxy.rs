@@ -103,20 +103,13 @@ impl Gateway {
         &self.metrics
     }
 
-    /// Swaps in a new config (the exchanger's and the upstream's) atomically.
-    pub fn reload(&self, config: Config) -> Result<(), UpstreamError> {
-        let upstream = Self::prepare(&config)?;
-        self.install(config, upstream);
-        Ok(())
-    }
-
     /// The part of a reload that can fail: resolving `config`'s upstream (which may block on
     /// DNS). [`Gateway::install`] then cannot fail.
     pub fn prepare(config: &Config) -> Result<PreparedUpstream, UpstreamError> {
         Upstream::resolve(config).map(PreparedUpstream)
     }
 
-    /// Swaps in `config` with its prepared upstream.
+    /// Swaps in `config` with its prepared upstream, atomically for each.
     pub fn install(&self, config: Config, upstream: PreparedUpstream) {
         self.exchanger.reload(config);
         self.upstream.store(Arc::new(upstream.0));
