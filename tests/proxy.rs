@@ -230,16 +230,7 @@ async fn answer(state: &UpstreamState, mut req: Request<Incoming>) -> Response<B
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = support::http::header_pairs(req.headers());
     state
         .violations
         .lock()

@@ -15,16 +15,7 @@ impl Answer {
     /// Reads `response` to its end.
     pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(response.headers());
         let body = response.bytes().await.unwrap().to_vec();
         Self {
             status,
@@ -51,6 +42,19 @@ impl Answer {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
     }
+}
+
+/// Every header line as (name, value), in order (values lossily as text).
+pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 impl fmt::Debug for Answer {
