@@ -64,12 +64,31 @@ fn bearer_token(rest: &[u8]) -> Option<&str> {
 
 /// `tchar` of RFC 9110 §5.6.2.
 fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+    TCHAR[usize::from(byte)]
 }
 
 /// A `b64token` character of RFC 6750 §2.1, before its `=` padding.
 fn is_b64token_char(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"-._~+/".contains(&byte)
+    B64TOKEN[usize::from(byte)]
+}
+
+const TCHAR: [bool; 256] = byte_set(b"!#$%&'*+-.^_`|~");
+const B64TOKEN: [bool; 256] = byte_set(b"-._~+/");
+
+/// ASCII letters and digits, and `extra`: a table, as a token can be long.
+const fn byte_set(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = (byte as u8).is_ascii_alphanumeric();
+        byte += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use crate::mint::keys::SigningKey;
 use crate::mint::{
     ClientCredential, DEFAULT_TTL, Profile, REGISTERED_CLAIMS, STATEBACKED_AUDIENCE, TokenProvider,
 };
+use crate::request_path;
 use crate::secret::Secret;
 
 /// `audience_base` unless `[server]` sets it: State Backed's.
@@ -546,6 +547,16 @@ impl Loader<'_> {
                     None,
                     &format!("{path}.prefix"),
                     "a path prefix starting with `/`",
+                );
+            } else if request_path::normalize(&route.prefix)
+                .map_or(true, |normal| normal != route.prefix.as_str())
+            {
+                // Routes match the normalized request path: a prefix that is not normal itself
+                // (`/a/../b`, `/a//b`, `/%61`) could never match, or not what it says.
+                self.error(
+                    None,
+                    &format!("{path}.prefix"),
+                    "a normalized path (no `.` or `..` segments, no `//`, no escaped unreserved characters)",
                 );
             }
             match (&route.service, route.skip) {

@@ -65,15 +65,31 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathRefused> {
     rebuild(bytes).map(Cow::Owned)
 }
 
-/// Whether `bytes` needs no change: no escape, no empty segment, no dot-segment. Fails on a
-/// byte that is refused wherever it stands.
+/// Bytes the fast path must look at: everything else is copied as it is.
+const SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[0x7f] = true;
+    table[b'%' as usize] = true;
+    table[b'/' as usize] = true;
+    table[b'.' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Whether `bytes` needs no change: no escape to rewrite, no empty segment, no dot-segment.
+/// Fails on a byte that is refused wherever it stands.
 fn is_normal(bytes: &[u8]) -> Result<bool, PathRefused> {
     let mut normal = true;
-    let mut previous = b'/';
-    for (i, &byte) in bytes.iter().enumerate() {
-        match byte {
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| SPECIAL[usize::from(b)]) {
+        i += offset;
+        match bytes[i] {
             b'\\' => return Err(PathRefused::Backslash),
-            0..=0x1f | 0x7f => return Err(PathRefused::ControlByte),
             b'%' => {
                 // An escape that decoding keeps as it is (upper-case hex of a reserved or
                 // non-ASCII byte) leaves the path normal; any other needs the slow path, which
@@ -86,48 +102,46 @@ fn is_normal(bytes: &[u8]) -> Result<bool, PathRefused> {
                 );
                 normal &= kept;
             }
-            b'/' if previous == b'/' && i > 0 => normal = false,
-            b'.' if previous == b'/' => {
-                // `.` or `..` as a whole segment (or with parameters, or an escape that may
-                // make it one) needs the slow path.
+            b'/' => {
+                // An empty segment (`//`), or a segment that is (or may decode to, or carries
+                // parameters after) `.` or `..`, needs the slow path.
                 let rest = &bytes[i + 1..];
-                let rest = rest.strip_prefix(b".").unwrap_or(rest);
-                if matches!(rest.first(), None | Some(b'/' | b';' | b'%')) {
+                let dots = rest.iter().take(2).take_while(|&&b| b == b'.').count();
+                if rest.first() == Some(&b'/')
+                    || (dots > 0 && matches!(rest.get(dots), None | Some(b'/' | b';' | b'%')))
+                {
                     normal = false;
                 }
             }
-            _ => {}
+            b'.' => {}
+            _ => return Err(PathRefused::ControlByte),
         }
-        previous = byte;
+        i += 1;
     }
     Ok(normal)
 }
 
 /// The slow path: decodes each segment, drops dot-segments and empty ones, joins the rest.
 fn rebuild(bytes: &[u8]) -> Result<String, PathRefused> {
-    // Each kept segment is a range of `decoded`; a `..` truncates back to its parent.
     let mut out = Vec::with_capacity(bytes.len());
-    let mut segment = Vec::with_capacity(64);
     // The input starts with `/`, so the first split piece is empty and skipped.
     let mut pieces = bytes[1..].split(|&b| b == b'/').peekable();
     let mut trailing_slash = false;
     while let Some(piece) = pieces.next() {
         let last = pieces.peek().is_none();
-        segment.clear();
-        decode_segment(piece, &mut segment)?;
-        match dot_segment(&segment)? {
-            Some(DotSegment::Current) => trailing_slash = last,
+        let start = out.len();
+        out.push(b'/');
+        decode_segment(piece, &mut out)?;
+        let segment = &out[start + 1..];
+        trailing_slash = last;
+        match dot_segment(segment)? {
+            Some(DotSegment::Current) => out.truncate(start),
             Some(DotSegment::Parent) => {
-                let parent = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                let parent = out[..start].iter().rposition(|&b| b == b'/').unwrap_or(0);
                 out.truncate(parent);
-                trailing_slash = last;
             }
-            None if segment.is_empty() => trailing_slash = last,
-            None => {
-                out.push(b'/');
-                out.extend_from_slice(&segment);
-                trailing_slash = false;
-            }
+            None if segment.is_empty() => out.truncate(start),
+            None => trailing_slash = false,
         }
     }
     if out.is_empty() || trailing_slash {

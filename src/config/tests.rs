@@ -456,3 +456,41 @@ mapping = { "sub.$" = "$.sub" }
     );
     assert_eq!(errors[0].position, None);
 }
+
+#[test]
+fn a_route_prefix_must_be_a_normalized_path() {
+    let with_routes = |prefixes: &[&str]| {
+        let routes: String = prefixes
+            .iter()
+            .map(|p| format!("[[proxy.routes]]\nprefix = {p:?}\nskip = true\n"))
+            .collect();
+        VALID.replace("[[keys]]", &format!("{routes}\n[[keys]]"))
+    };
+    let errors = errors(&with_routes(&[
+        "/a/../b", "/a//b", "/%61pi", "/a/./b", "/x%2Fy",
+    ]));
+    for i in 0..5 {
+        assert_error(
+            &errors,
+            &format!("proxy.routes[{i}].prefix"),
+            "a normalized path",
+        );
+    }
+    let config = load(&with_routes(&[
+        "/health",
+        "/api/",
+        "/files%20x",
+        "/.well-known/x",
+    ]))
+    .unwrap();
+    let prefixes: Vec<&str> = config
+        .proxy
+        .routes
+        .iter()
+        .map(|r| r.prefix.as_str())
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["/health", "/api", "/files%20x", "/.well-known/x"]
+    );
+}
