@@ -282,6 +282,7 @@ impl ApiState {
                     algorithms: Some(idp.algs.clone()),
                     jwks_url: idp.jwks_url.clone(),
                     discovery: false,
+                    allow_http: false,
                     key,
                     key_env: None,
                     key_file: None,

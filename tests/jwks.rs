@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton::config::Config;
 use baton::exchange::{ExchangeError, Exchanged, Exchanger, ExchangerOptions, Fault};
+use baton::idp::UrlPolicy;
 use baton::idp::jwks::{JwksError, JwksPolicy};
 use baton::idp::verify::VerifyError;
 use jsonwebtoken::Algorithm;
@@ -563,7 +564,12 @@ async fn unusable_keys_are_skipped_not_fatal() {
 
     let set = exchanger
         .jwks()
-        .key_set(&server.jwks_url(), Some("real"), Algorithm::RS256)
+        .key_set(
+            &server.jwks_url(),
+            UrlPolicy::default(),
+            Some("real"),
+            Algorithm::RS256,
+        )
         .await
         .expect("key set");
     assert_eq!((set.len(), set.skipped()), (1, 3));
