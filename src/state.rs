@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::config::spec::{IdpSpec, InlineSecret, KeySpec, TokenProviderSpec};
 use crate::config::{ApiEntries, Config};
+use crate::idp::url_policy::own_listener;
 use crate::secret::Secret;
 use crate::token::b64url;
 
@@ -309,7 +310,8 @@ impl ApiState {
     }
 
     /// Adds or replaces the identity provider with `idp`'s (`iss`, `aud`), sealing its key.
-    /// One from the config file cannot be replaced.
+    /// One from the config file cannot be replaced, and its `jwksUrl` may not point at one of
+    /// baton's own listeners. Blocks (the URL's host is resolved).
     pub fn upsert_idp(
         &mut self,
         config: &Config,
@@ -330,6 +332,9 @@ impl ApiState {
                 .any(|i| i.issuer == iss && i.audience == aud)
         {
             return Err(read_only(&idp_label(iss.as_deref(), aud.as_deref())));
+        }
+        if let Some(jwks_url) = &request.jwks_url {
+            refuse_own_listener(jwks_url, config)?;
         }
         let key = request
             .key
@@ -525,6 +530,26 @@ impl fmt::Debug for IdpRequest {
             .field("jwks_url", &self.jwks_url)
             .field("key", &self.key.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a `jwksUrl` that reaches baton's own proxy or admin listener: baton would trust
+/// its own published keys (every token it mints would pass as this IdP's), or read the admin
+/// API as a key set. An unparsable URL is left to config validation, which names it.
+fn refuse_own_listener(jwks_url: &str, config: &Config) -> Result<(), AdminError> {
+    let Ok(url) = url::Url::parse(jwks_url) else {
+        return Ok(());
+    };
+    let listeners = [
+        ("proxy", config.proxy.listen),
+        ("admin", config.admin.listen),
+    ];
+    match own_listener(&url, &listeners) {
+        Some((name, addr)) => Err(AdminError::Invalid(format!(
+            "jwksUrl points at baton's own {name} listener ({addr}); an IdP's keys must come \
+             from the IdP"
+        ))),
+        None => Ok(()),
     }
 }
 

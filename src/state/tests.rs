@@ -247,3 +247,50 @@ fn upserts_replace_the_entry_with_the_same_identity() {
         Err(AdminError::Invalid(_))
     ));
 }
+
+#[test]
+fn a_jwks_url_at_baton_s_own_listeners_is_refused() {
+    let config = Config::from_toml(
+        "[proxy]\nlisten = \"0.0.0.0:18080\"\n[admin]\nlisten = \"127.0.0.1:19901\"\n",
+        Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    let mut state = ApiState::empty();
+    for (url, listener) in [
+        ("http://127.0.0.1:18080/.well-known/jwks.json", "proxy"),
+        ("http://localhost:18080/.well-known/jwks.json", "proxy"),
+        ("http://127.0.0.2:18080/.well-known/jwks.json", "proxy"),
+        ("http://[::1]:18080/.well-known/jwks.json", "proxy"),
+        ("http://0.0.0.0:18080/.well-known/jwks.json", "proxy"),
+        ("https://127.0.0.1:18080/jwks", "proxy"),
+        ("http://127.0.0.1:19901/keys", "admin"),
+        ("http://[::ffff:127.0.0.1]:19901/keys", "admin"),
+        ("http://0.0.0.0:19901/keys", "admin"),
+    ] {
+        let mut request = idp_request("https://api.idp/", None);
+        request.algs = vec!["RS256".to_owned()];
+        request.jwks_url = Some(url.to_owned());
+        let error = state.upsert_idp(&config, &master(), request).unwrap_err();
+        assert!(
+            matches!(&error, AdminError::Invalid(m) if m.starts_with(&format!("jwksUrl points at baton's own {listener} listener"))),
+            "{url}: {error:?}"
+        );
+        assert_eq!(state, ApiState::empty(), "{url}: nothing is kept");
+    }
+    // Another port, or the admin listener's port on another loopback address (it listens on
+    // 127.0.0.1 only), reaches neither.
+    for url in [
+        "http://127.0.0.1:18081/jwks",
+        "http://127.0.0.2:19901/jwks",
+        "https://idp.example/jwks",
+    ] {
+        let mut request = idp_request("https://api.idp/", None);
+        request.algs = vec!["RS256".to_owned()];
+        request.jwks_url = Some(url.to_owned());
+        let mut fresh = ApiState::empty();
+        fresh
+            .upsert_idp(&config, &master(), request)
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
