@@ -34,6 +34,12 @@ use crate::token::b64url;
 /// The state file's format version.
 const VERSION: u32 = 1;
 
+/// How the temp files of a state write start; [`TEMP_RANDOM_CHARS`] random ASCII letters
+/// and digits follow (tempfile's alphabet).
+const TEMP_PREFIX: &str = ".baton-state.";
+/// How many random characters end a temp file's name.
+const TEMP_RANDOM_CHARS: usize = 6;
+
 /// Entries written through the admin API.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -228,7 +234,8 @@ impl ApiState {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
         let mut temp = tempfile::Builder::new()
-            .prefix(".baton-state.")
+            .prefix(TEMP_PREFIX)
+            .rand_bytes(TEMP_RANDOM_CHARS)
             .tempfile_in(dir)
             .map_err(|e| fail("create a temp file next to", e))?;
         temp.write_all(&json)
@@ -501,6 +508,45 @@ impl ApiState {
     pub fn key(&self, id: &str) -> Option<&StoredKey> {
         self.keys.iter().find(|k| k.id == id)
     }
+}
+
+/// Removes the temp files that writes of `state_file` left when they were interrupted (a
+/// kill or a crash between creating the temp file and renaming it over the state file):
+/// regular files in its directory whose names are exactly baton's pattern
+/// (`.baton-state.` and six letters or digits), nothing else. Call at start, before any
+/// write: a temp file then belongs to no write in progress (one baton process owns a state
+/// file). Returns how many were removed; one that cannot be removed is logged and left.
+pub fn remove_stale_temp_files(state_file: &Path) -> std::io::Result<usize> {
+    let dir = state_file.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // `file_type` does not follow symlinks: a link with a matching name is not ours.
+        if !is_temp_file_name(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(
+                error = %e,
+                path = %entry.path().display(),
+                "cannot remove a stale temp file of the state file"
+            ),
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is one of [`ApiState::save`]'s temp file names.
+fn is_temp_file_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX).is_some_and(|random| {
+        random.len() == TEMP_RANDOM_CHARS && random.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// `POST /idps`'s body.

@@ -778,3 +778,57 @@ async fn an_http_jwks_url_beyond_loopback_is_refused_and_allow_http_is_not_taken
     let (status, error) = admin.post_jwks_idp("https://127.0.0.1:9/jwks.json").await;
     assert_eq!(status, 204, "{error}");
 }
+
+// --- state file hygiene --------------------------------------------------------------------
+
+#[tokio::test]
+async fn stale_temp_files_of_interrupted_writes_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+    let (status, _) = admin
+        .call("POST", "/keys", Some(json!({ "name": "k", "use": "ci" })))
+        .await;
+    assert_eq!(status, 200);
+    drop(admin);
+    let state_path = dir.path().join("state.json");
+    let state = std::fs::read(&state_path).unwrap();
+
+    // What a kill -9 between creating the temp file and renaming it leaves, and files that
+    // only look like it.
+    let stale = [".baton-state.a1B2c3", ".baton-state.XYZ789"];
+    let unrelated = [
+        ".baton-state.a1B2c3.keep",
+        ".baton-state.short",
+        "baton-state.a1B2c3",
+        "state.json.bak",
+    ];
+    for name in stale.iter().chain(&unrelated) {
+        std::fs::write(dir.path().join(name), b"{\"version\":1,\"idps\":[").unwrap();
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join(".baton-state.a1B2c3"), b"x").unwrap();
+
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+    for name in stale {
+        assert!(!dir.path().join(name).exists(), "{name} is still there");
+    }
+    for name in unrelated {
+        assert!(dir.path().join(name).exists(), "{name} was removed");
+    }
+    assert!(elsewhere.path().join(".baton-state.a1B2c3").exists());
+    assert_eq!(std::fs::read(&state_path).unwrap(), state);
+    let log = admin.baton.log();
+    assert!(
+        log.lines().any(|line| line
+            .contains("removed stale temp files of interrupted state writes")
+            && line.contains("removed=2")),
+        "{log}"
+    );
+    // The state still loads and takes writes.
+    let (_, keys) = admin.call("GET", "/keys", None).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2, "{keys}");
+    let (status, _) = admin
+        .call("POST", "/keys", Some(json!({ "name": "k2", "use": "ci" })))
+        .await;
+    assert_eq!(status, 200);
+}
