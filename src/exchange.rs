@@ -176,7 +176,7 @@ impl Exchanger {
                 KeySource::JwksUrl(url) => Arc::from(url.as_str()),
                 KeySource::Discovery => {
                     match jwks
-                        .discover(idp.issuer.as_deref().unwrap_or_default())
+                        .discover(idp.issuer.as_deref().unwrap_or_default(), idp.url_policy)
                         .await
                     {
                         Ok(url) => url,
@@ -187,7 +187,7 @@ impl Exchanger {
                     }
                 }
             };
-            if let Err(e) = jwks.prefetch(&url).await {
+            if let Err(e) = jwks.prefetch(&url, idp.url_policy).await {
                 tracing::warn!(idp = %idp.name, error = %e, "fetching the IdP's keys failed");
             }
         }
@@ -201,10 +201,10 @@ impl Exchanger {
         for idp in pipeline.idps.iter() {
             let ready = match &idp.keys {
                 KeySource::Static(_) => true,
-                KeySource::JwksUrl(url) => jwks.has_keys(url),
+                KeySource::JwksUrl(url) => jwks.has_keys(url, idp.url_policy),
                 KeySource::Discovery => match idp.issuer.as_deref() {
-                    Some(issuer) => match jwks.discovered(issuer).await {
-                        Some(url) => jwks.has_keys(&url),
+                    Some(issuer) => match jwks.discovered(issuer, idp.url_policy).await {
+                        Some(url) => jwks.has_keys(&url, idp.url_policy),
                         None => false,
                     },
                     None => false,
