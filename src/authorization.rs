@@ -53,9 +53,11 @@ impl<'a> Credentials<'a> {
 fn bearer_token(rest: &[u8]) -> Option<&str> {
     let spaced = rest.strip_prefix(b" ")?;
     let token = &spaced[spaced.iter().take_while(|&&b| b == b' ').count()..];
-    let body = token.iter().take_while(|&&b| is_b64token_char(b)).count();
-    let padding = &token[body..];
-    if body == 0 || padding.iter().any(|&b| b != b'=') {
+    let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &token[..token.len() - padding];
+    // No early exit: a branch-free pass over a token of a few hundred bytes is the fastest.
+    let well_formed = body.iter().fold(true, |ok, &b| ok & is_b64token_char(b));
+    if body.is_empty() || !well_formed {
         return None;
     }
     // Every byte is ASCII (checked above).
@@ -67,15 +69,23 @@ fn is_tchar(byte: u8) -> bool {
     TCHAR[usize::from(byte)]
 }
 
-/// A `b64token` character of RFC 6750 §2.1, before its `=` padding.
+/// A `b64token` character of RFC 6750 §2.1, before its `=` padding. Comparisons rather than a
+/// table, so a pass over a whole token vectorizes.
 fn is_b64token_char(byte: u8) -> bool {
-    B64TOKEN[usize::from(byte)]
+    byte.is_ascii_lowercase()
+        | byte.is_ascii_uppercase()
+        | byte.is_ascii_digit()
+        | (byte == b'-')
+        | (byte == b'.')
+        | (byte == b'_')
+        | (byte == b'~')
+        | (byte == b'+')
+        | (byte == b'/')
 }
 
 const TCHAR: [bool; 256] = byte_set(b"!#$%&'*+-.^_`|~");
-const B64TOKEN: [bool; 256] = byte_set(b"-._~+/");
 
-/// ASCII letters and digits, and `extra`: a table, as a token can be long.
+/// ASCII letters and digits, and `extra`.
 const fn byte_set(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut byte = 0;
