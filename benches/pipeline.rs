@@ -3,6 +3,9 @@
 //! - `verify/*`: a subject token through baton's verifier (parse, select, alg, signature,
 //!   time claims), per algorithm;
 //! - `map/5-keys`: a five-key mapping;
+//! - `map/worst/*`: the costliest mappings baton accepts (`mapping::MAX_MAPPING_COST`) over
+//!   the costliest claims a token may hold (`token::MAX_CLAIM_VALUES`), one per shape;
+//!   `pipeline/worst-mapping` runs the worst through both mappings of a cold exchange;
 //! - `mint/*`: signing a `statebacked` token;
 //! - `pipeline/*`: the whole exchange, cold (a distinct token each time, so every call
 //!   verifies, maps and mints) and warm (a cache hit);
@@ -79,6 +82,48 @@ mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "o
         idp.config_key
     );
     Config::from_toml(&source, Path::new("."), &|_| None).unwrap()
+}
+
+/// The config of `pipeline/worst-mapping`: the IdP mapping passes the claims on whole (in
+/// `c`, costing nothing) and spends its budget on the costliest shape; the provider mapping
+/// spends its own on the same shape, over the claims it got.
+fn worst_config(idp: &IdpKey, mint_alg: &str, mint_key: &str) -> Config {
+    let (_, idp_path) = worst_paths("$").swap_remove(WORST_SHAPE);
+    let (_, provider_path) = worst_paths("$.c").swap_remove(WORST_SHAPE);
+    let alg = baton::algorithm::name(idp.signing.algorithm());
+    let source = format!(
+        r#"
+[[keys]]
+id = "sbk_bench"
+algorithm = "{mint_alg}"
+{mint_key}
+
+[[idps]]
+issuer = "https://idp.bench"
+audience = "app"
+algorithms = ["{alg}"]
+{}
+mapping = {{ "c.$" = "$", "w.$" = {idp_path:?} }}
+
+[[token_providers]]
+service = "app"
+key = "sbk_bench"
+mapping = {{ "sub.$" = "$.c.sub", "w.$" = {provider_path:?} }}
+"#,
+        idp.config_key
+    );
+    Config::from_toml(&source, Path::new("."), &|_| None).unwrap()
+}
+
+/// The shape of [`worst_paths`] that `map/worst` measures slowest.
+const WORST_SHAPE: usize = 2;
+
+fn worst_mapping_exchanger(idp: &IdpKey, mint_alg: &str, mint_key: &str) -> Exchanger {
+    Exchanger::new(
+        worst_config(idp, mint_alg, mint_key),
+        ExchangerOptions::default(),
+    )
+    .unwrap()
 }
 
 fn hs256_mint_key() -> (&'static str, String) {
@@ -158,6 +203,62 @@ fn map(c: &mut Criterion) {
         "org": { "id": "acme" }, "exp": 1, "iat": 1, "iss": "https://idp", "aud": "app"
     });
     c.bench_function("map/5-keys", |b| b.iter(|| mapper.apply(black_box(&input))));
+
+    let input = worst_claims(0);
+    let mut group = c.benchmark_group("map/worst");
+    for (name, path) in worst_paths("$") {
+        let mapping = json!({ "w.$": path, "sub.$": "$.sub" });
+        let mapper = ClaimMapper::compile(mapping.as_object().unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(mapper.apply(&input).is_ok());
+        group.bench_function(name, |b| b.iter(|| mapper.apply(black_box(&input))));
+    }
+    group.finish();
+}
+
+/// The claims that make the paths of [`worst_paths`] work hardest: `MAX_CLAIM_VALUES`
+/// values, an array of 900 small ones (each a filter candidate) beside a chain of arrays
+/// as deep as allowed whose innermost holds the rest.
+fn worst_claims(i: usize) -> Value {
+    let now = SystemClock.now_unix();
+    let mut claims = json!({
+        "iss": "https://idp.bench", "aud": "app", "sub": format!("user-{i}"),
+        "iat": now, "exp": now + 3600,
+    });
+    let used = 1 + 5 + 1 + 1 + (baton::token::MAX_CLAIMS_DEPTH - 3);
+    let rest = baton::token::MAX_CLAIM_VALUES - used - 900;
+    let mut deep = json!(vec![1; rest]);
+    for _ in 0..baton::token::MAX_CLAIMS_DEPTH - 3 {
+        deep = json!([deep]);
+    }
+    claims["a"] = json!(vec![1; 900]);
+    claims["d"] = deep;
+    claims
+}
+
+/// One path per expensive shape, each costing `MAX_MAPPING_COST` (or just under), under
+/// `root` (`$` for the IdP mapping, `$.c` for the provider's, which gets the claims in `c`).
+fn worst_paths(root: &str) -> Vec<(&'static str, String)> {
+    let cost = baton::mapping::MAX_MAPPING_COST as usize;
+    let or = |term: &str, each: usize| vec![term; (cost - 1) / each].join(" || ");
+    vec![
+        // A pass over 900 candidates, comparing each as many times as allowed.
+        ("comparisons", format!("{root}.a[?{}]", or("@ == 0", 1))),
+        ("existence", format!("{root}.a[?{}]", or("@.x", 2))),
+        (
+            "functions",
+            format!("{root}.a[?{}]", or("count(@.*) > 1", 3)),
+        ),
+        (
+            "root-queries",
+            format!("{root}.a[?{}]", or("@ == $.sub", 3)),
+        ),
+        // Every value a candidate, each looking down as many levels as allowed.
+        (
+            "descendant-filter",
+            format!("{root}..[?@{}]", "[*]".repeat(cost - 2)),
+        ),
+    ]
 }
 
 fn mint(c: &mut Criterion) {
@@ -228,6 +329,32 @@ fn pipeline(c: &mut Criterion) {
                 elapsed += start.elapsed();
                 assert!(!out.cached);
                 next += 1;
+            }
+            elapsed
+        });
+    });
+    // The worst mappings allowed, in both stages of a cold exchange, over the worst claims.
+    let worst = worst_mapping_exchanger(&idp, mint_alg, &mint_key);
+    let worst_tokens: Vec<String> = (0..DISTINCT / 10)
+        .map(|i| sign(&idp.signing, &worst_claims(i)))
+        .collect();
+    assert!(worst_tokens[0].len() <= baton::token::MAX_TOKEN_BYTES);
+    let mut next_worst = 0usize;
+    group.bench_function("worst-mapping", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                if next_worst == worst_tokens.len() {
+                    worst.reload(worst_config(&idp, mint_alg, &mint_key));
+                    next_worst = 0;
+                }
+                let start = Instant::now();
+                let out = rt
+                    .block_on(worst.exchange(&worst_tokens[next_worst], "app"))
+                    .unwrap();
+                elapsed += start.elapsed();
+                assert!(!out.cached);
+                next_worst += 1;
             }
             elapsed
         });
