@@ -6,6 +6,8 @@
 //! - `map/worst/*`: the costliest mappings baton accepts (`mapping::MAX_MAPPING_COST`) over
 //!   the costliest claims a token may hold (`token::MAX_CLAIM_VALUES`), one per shape;
 //!   `pipeline/worst-mapping` runs the worst through both mappings of a cold exchange;
+//! - `compile/worst/*`: the slowest path to parse that reaches the parser, alone and as
+//!   many times as a mapping may hold;
 //! - `mint/*`: signing a `statebacked` token;
 //! - `pipeline/*`: the whole exchange, cold (a distinct token each time, so every call
 //!   verifies, maps and mints) and warm (a cache hit);
@@ -85,11 +87,13 @@ mapping = {{ "sub.$" = "$.sub", "email.$" = "$.email", "roles.$" = "$.roles", "o
 }
 
 /// The config of `pipeline/worst-mapping`: the IdP mapping passes the claims on whole (in
-/// `c`, costing nothing) and spends its budget on the costliest shape; the provider mapping
-/// spends its own on the same shape, over the claims it got.
+/// `c`, costing nothing) beside the costliest shape; the provider mapping runs the same
+/// shape over the claims it got.
 fn worst_config(idp: &IdpKey, mint_alg: &str, mint_key: &str) -> Config {
-    let (_, idp_path) = worst_paths("$").swap_remove(WORST_SHAPE);
-    let (_, provider_path) = worst_paths("$.c").swap_remove(WORST_SHAPE);
+    let (_, mut idp_mapping) = worst_mappings("$").swap_remove(WORST_SHAPE);
+    idp_mapping.insert("c.$".to_owned(), json!("$"));
+    let (_, mut provider_mapping) = worst_mappings("$.c").swap_remove(WORST_SHAPE);
+    provider_mapping.insert("sub.$".to_owned(), json!("$.c.sub"));
     let alg = baton::algorithm::name(idp.signing.algorithm());
     let source = format!(
         r#"
@@ -103,19 +107,30 @@ issuer = "https://idp.bench"
 audience = "app"
 algorithms = ["{alg}"]
 {}
-mapping = {{ "c.$" = "$", "w.$" = {idp_path:?} }}
+mapping = {{ {} }}
 
 [[token_providers]]
 service = "app"
 key = "sbk_bench"
-mapping = {{ "sub.$" = "$.c.sub", "w.$" = {provider_path:?} }}
+mapping = {{ {} }}
 "#,
-        idp.config_key
+        idp.config_key,
+        inline_table(&idp_mapping),
+        inline_table(&provider_mapping),
     );
     Config::from_toml(&source, Path::new("."), &|_| None).unwrap()
 }
 
-/// The shape of [`worst_paths`] that `map/worst` measures slowest.
+/// A mapping of strings as TOML inline-table entries (JSON's string escapes are TOML's).
+fn inline_table(mapping: &serde_json::Map<String, Value>) -> String {
+    mapping
+        .iter()
+        .map(|(key, value)| format!("{} = {}", Value::from(key.as_str()), value))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The shape of [`worst_mappings`] that `map/worst` measures slowest.
 const WORST_SHAPE: usize = 2;
 
 fn worst_mapping_exchanger(idp: &IdpKey, mint_alg: &str, mint_key: &str) -> Exchanger {
@@ -206,17 +221,15 @@ fn map(c: &mut Criterion) {
 
     let input = worst_claims(0);
     let mut group = c.benchmark_group("map/worst");
-    for (name, path) in worst_paths("$") {
-        let mapping = json!({ "w.$": path, "sub.$": "$.sub" });
-        let mapper = ClaimMapper::compile(mapping.as_object().unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    for (name, mapping) in worst_mappings("$") {
+        let mapper = ClaimMapper::compile(&mapping).unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert!(mapper.apply(&input).is_ok());
         group.bench_function(name, |b| b.iter(|| mapper.apply(black_box(&input))));
     }
     group.finish();
 }
 
-/// The claims that make the paths of [`worst_paths`] work hardest: `MAX_CLAIM_VALUES`
+/// The claims that make the mappings of [`worst_mappings`] work hardest: `MAX_CLAIM_VALUES`
 /// values, an array of 900 small ones (each a filter candidate) beside a chain of arrays
 /// as deep as allowed whose innermost holds the rest.
 fn worst_claims(i: usize) -> Value {
@@ -236,27 +249,57 @@ fn worst_claims(i: usize) -> Value {
     claims
 }
 
-/// One path per expensive shape, each costing `MAX_MAPPING_COST` (or just under), under
-/// `root` (`$` for the IdP mapping, `$.c` for the provider's, which gets the claims in `c`).
-fn worst_paths(root: &str) -> Vec<(&'static str, String)> {
+/// One mapping per expensive shape, each costing `MAX_MAPPING_COST` (or just under), its
+/// paths under `root` (`$` for the IdP mapping, `$.c` for the provider's, which gets the
+/// claims in `c`).
+fn worst_mappings(root: &str) -> Vec<(&'static str, serde_json::Map<String, Value>)> {
     let cost = baton::mapping::MAX_MAPPING_COST as usize;
     let or = |term: &str, each: usize| vec![term; (cost - 1) / each].join(" || ");
+    let one = |path: String| {
+        [("w.$".to_owned(), Value::from(path))]
+            .into_iter()
+            .collect()
+    };
+    // Several paths, each of a single mapping's entries.
+    let many = |path: &dyn Fn(usize) -> String, count: usize| {
+        (0..count)
+            .map(|i| (format!("w{i}.$"), Value::from(path(i))))
+            .collect()
+    };
+    let max_bytes = baton::mapping::MAX_PATH_BYTES;
     vec![
         // A pass over 900 candidates, comparing each as many times as allowed.
-        ("comparisons", format!("{root}.a[?{}]", or("@ == 0", 1))),
-        ("existence", format!("{root}.a[?{}]", or("@.x", 2))),
+        (
+            "comparisons",
+            one(format!("{root}.a[?{}]", or("@ == 0", 1))),
+        ),
+        ("existence", one(format!("{root}.a[?{}]", or("@.x", 2)))),
         (
             "functions",
-            format!("{root}.a[?{}]", or("count(@.*) > 1", 3)),
+            one(format!("{root}.a[?{}]", or("count(@.*) > 1", 3))),
         ),
         (
             "root-queries",
-            format!("{root}.a[?{}]", or("@ == $.sub", 3)),
+            one(format!("{root}.a[?{}]", or("@ == $.sub", 3))),
         ),
         // Every value a candidate, each looking down as many levels as allowed.
         (
             "descendant-filter",
-            format!("{root}..[?@{}]", "[*]".repeat(cost - 2)),
+            one(format!("{root}..[?@{}]", "[*]".repeat(cost - 2))),
+        ),
+        // One full descent per step.
+        ("descents", many(&|i| format!("{root}..x{i}"), cost)),
+        // Free paths (names and indexes only), as many and as long as allowed, down the
+        // deepest chain.
+        (
+            "singular-paths",
+            many(
+                &|_| {
+                    let segments = (max_bytes - root.len() - 2) / 3;
+                    format!("{root}.d{}", "[0]".repeat(segments))
+                },
+                baton::mapping::MAX_MAPPING_ENTRIES - 2,
+            ),
         ),
     ]
 }
@@ -405,5 +448,35 @@ fn pipeline(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify, map, mint, pipeline);
+/// Compiling the slowest path to parse that the bounds let through to the parser (nested
+/// filters as deep as allowed, the innermost failing only at its end, so the parser
+/// backtracks through every level), alone and as many times as one mapping may hold.
+fn compile(c: &mut Criterion) {
+    use baton::mapping::{MAX_MAPPING_PATH_BYTES, MAX_PATH_BYTES, MAX_PATH_NESTING};
+    let levels = MAX_PATH_NESTING - 1;
+    let term = "@.a==1||";
+    let fixed = 1 + 3 * levels + 2 + 1 + levels + 1;
+    let terms = (MAX_PATH_BYTES - fixed) / term.len();
+    let path = format!(
+        "${}[?{}1{}",
+        "[?@".repeat(levels),
+        term.repeat(terms),
+        "]".repeat(levels + 1)
+    );
+    assert!(path.len() <= MAX_PATH_BYTES);
+    let one = json!({ "w.$": path });
+    let one = one.as_object().unwrap();
+    let many: serde_json::Map<String, Value> = (0..MAX_MAPPING_PATH_BYTES / path.len())
+        .map(|i| (format!("w{i}.$"), Value::from(path.as_str())))
+        .collect();
+    let mut group = c.benchmark_group("compile/worst");
+    group.sample_size(10);
+    group.bench_function("path", |b| b.iter(|| ClaimMapper::compile(black_box(one))));
+    group.bench_function("mapping", |b| {
+        b.iter(|| ClaimMapper::compile(black_box(&many)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, map, mint, pipeline, compile);
 criterion_main!(benches);

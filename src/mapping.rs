@@ -22,6 +22,11 @@ pub const PATH_SUFFIX: &str = ".$";
 /// constants. Real mappings have a dozen.
 pub const MAX_MAPPING_ENTRIES: usize = 256;
 
+/// The most bytes of JSONPath in one mapping, all paths together: bounds the time to
+/// compile a mapping (a path of the worst shape allowed parses in ~10 ms) as
+/// [`MAX_PATH_BYTES`] bounds one path's. Real mappings hold a few hundred.
+pub const MAX_MAPPING_PATH_BYTES: usize = 4096;
+
 /// The deepest nesting of objects in a mapping (`{ "a": { "b": … } }` is 2).
 pub const MAX_MAPPING_DEPTH: usize = 8;
 
@@ -67,6 +72,7 @@ pub struct MappedClaimsTooLarge;
 #[derive(Debug, Default)]
 struct Totals {
     entries: usize,
+    path_bytes: usize,
     cost: u32,
 }
 
@@ -100,6 +106,16 @@ impl ClaimMapper {
                 ),
             });
         }
+        if totals.path_bytes > MAX_MAPPING_PATH_BYTES {
+            errors.push(MappingError {
+                key_path: Vec::new(),
+                reason: format!(
+                    "the mapping's JSONPaths are {} bytes long together; at most \
+                     {MAX_MAPPING_PATH_BYTES} are allowed",
+                    totals.path_bytes
+                ),
+            });
+        }
         if totals.cost > MAX_MAPPING_COST {
             errors.push(MappingError {
                 key_path: Vec::new(),
@@ -129,12 +145,25 @@ impl ClaimMapper {
             prefix.push(quote_key(key));
             totals.entries += 1;
             if let Some(output_key) = key.strip_suffix(PATH_SUFFIX) {
-                match value.as_str().map(compile_path) {
+                let text = value.as_str();
+                // Only paths within their own bound would be parsed; once those pass the
+                // mapping's bound nothing more is (the mapping is refused below).
+                let parsed_bytes = text.map_or(0, str::len);
+                if parsed_bytes <= MAX_PATH_BYTES {
+                    totals.path_bytes += parsed_bytes;
+                }
+                let compiled = text
+                    .filter(|t| {
+                        t.len() > MAX_PATH_BYTES || totals.path_bytes <= MAX_MAPPING_PATH_BYTES
+                    })
+                    .map(compile_path);
+                match compiled {
                     Some(Ok((path, cost))) => {
                         totals.cost = totals.cost.saturating_add(cost);
                         entries.push((output_key.to_owned(), Rule::Path(path)));
                     }
                     Some(Err(reason)) => refuse(errors, prefix, reason),
+                    None if text.is_some() => {}
                     None => refuse(
                         errors,
                         prefix,

@@ -291,6 +291,29 @@ fn mapping_size_and_depth_are_bounded() {
         errors[0].starts_with("the mapping has 257 entries"),
         "{errors:?}"
     );
+    // All paths together: past the byte bound, nothing more is parsed.
+    let long = format!("$.a{}", ".b".repeat(200));
+    let paths: Map<String, Value> = (0..=MAX_MAPPING_PATH_BYTES / long.len())
+        .map(|i| (format!("p{i}.$"), Value::from(long.as_str())))
+        .collect();
+    let errors: Vec<String> = ClaimMapper::compile(&paths)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let total = paths.len() * long.len();
+    assert_eq!(
+        errors[0],
+        format!(
+            "the mapping's JSONPaths are {total} bytes long together; at most 4096 are allowed"
+        )
+    );
+    let errors = compile_errors(json!({ "list": vec![0; MAX_MAPPING_ENTRIES] }));
+    assert!(
+        errors[0].starts_with("the mapping has 257 entries"),
+        "{errors:?}"
+    );
 
     let mut deep = json!({ "leaf.$": "$.sub" });
     for _ in 0..MAX_MAPPING_DEPTH {
