@@ -267,6 +267,7 @@ fn worst_mappings(root: &str) -> Vec<(&'static str, serde_json::Map<String, Valu
             .collect()
     };
     let max_bytes = baton::mapping::MAX_PATH_BYTES;
+    let singular_segments = (max_bytes - root.len() - 2) / 3;
     vec![
         // A pass over 900 candidates, comparing each as many times as allowed.
         (
@@ -289,16 +290,13 @@ fn worst_mappings(root: &str) -> Vec<(&'static str, serde_json::Map<String, Valu
         ),
         // One full descent per step.
         ("descents", many(&|i| format!("{root}..x{i}"), cost)),
-        // Free paths (names and indexes only), as many and as long as allowed, down the
-        // deepest chain.
+        // Free paths (names and indexes only), as long as allowed and as many as the
+        // mapping's byte bound allows, down the deepest chain.
         (
             "singular-paths",
             many(
-                &|_| {
-                    let segments = (max_bytes - root.len() - 2) / 3;
-                    format!("{root}.d{}", "[0]".repeat(segments))
-                },
-                baton::mapping::MAX_MAPPING_ENTRIES - 2,
+                &|_| format!("{root}.d{}", "[0]".repeat(singular_segments)),
+                baton::mapping::MAX_MAPPING_PATH_BYTES / max_bytes - 1,
             ),
         ),
     ]

@@ -33,7 +33,7 @@ pub const MAX_MAPPING_DEPTH: usize = 8;
 /// The most evaluation steps all of one mapping's JSONPaths may cost together: one step is
 /// a pass over the token's values (see `bounds`). `$.sub` costs 0, `$.roles[*]` 1,
 /// `$.groups[?@ == 'admin']` 2. Bounds the work of one exchange, whatever the token.
-pub const MAX_MAPPING_COST: u32 = 16;
+pub const MAX_MAPPING_COST: u32 = 8;
 
 /// The most JSON values a mapping's output may hold, counting constants: as many as a
 /// subject token may hold, so the next mapping's input is bounded like a token.
