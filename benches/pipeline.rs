@@ -130,7 +130,8 @@ fn inline_table(mapping: &serde_json::Map<String, Value>) -> String {
         .join(", ")
 }
 
-/// The shape of [`worst_mappings`] that `map/worst` measures slowest.
+/// The shape of [`worst_mappings`] (`functions`) that made `pipeline/worst-mapping` slowest
+/// (`descents` is close; the machine was loaded).
 const WORST_SHAPE: usize = 2;
 
 fn worst_mapping_exchanger(idp: &IdpKey, mint_alg: &str, mint_key: &str) -> Exchanger {
