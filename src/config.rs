@@ -1216,11 +1216,11 @@ impl Loader<'_> {
             Ok(mapper) => Some(mapper),
             Err(errors) => {
                 for e in errors {
-                    self.error(
-                        Some(place),
-                        &format!("{}.mapping.{}", place.path, e.key_path.join(".")),
-                        &e.reason,
-                    );
+                    let mut key = format!("{}.mapping", place.path);
+                    if !e.key_path.is_empty() {
+                        key = format!("{key}.{}", e.key_path.join("."));
+                    }
+                    self.error(Some(place), &key, &e.reason);
                 }
                 None
             }

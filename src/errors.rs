@@ -52,6 +52,10 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
     };
     let pick = |sts: &'static str, proxy: &'static str| if subject { sts } else { proxy };
     match error {
+        ExchangeError::Mapping(_) => pick(
+            "subject_token's claims are too large to map",
+            "the token's claims are too large to map",
+        ),
         ExchangeError::Mint(_) => "the token could not be issued",
         ExchangeError::UnknownService(_) => "the requested audience or resource is not known",
         ExchangeError::Token(e) => match e {
