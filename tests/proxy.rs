@@ -1534,9 +1534,9 @@ async fn websocket_round_trip(addr: SocketAddr, token: &str, text: &str) -> Resu
 }
 
 /// Sessions after a plain request, as a page load followed by its WebSocket: every one
-/// must carry its frames both ways. (pingora 0.9.1 tears an upgraded tunnel down when the
-/// upstream's 101 is read before the upgrade request's empty body is: cloudflare/pingora
-/// #946. A single session passes most of the time; 150 in a row seldom do.)
+/// must carry its frames both ways. (150 in a row: a race between the upstream's 101 and the
+/// upgrade request's empty body — pingora 0.9.1's, cloudflare/pingora #946 — shows up as a
+/// few broken sessions among many, seldom in one.)
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_upgrades_round_trip_through_baton() {
     let h = Harness::start(Opts::default()).await;
@@ -2051,8 +2051,8 @@ async fn sigterm_with_nothing_in_flight_exits_at_once_after_mixed_traffic() {
     assert_eq!(h.get("/none", None).await.status, 401);
     assert_eq!(h.get("/bad", Some("not-a-jwt")).await.status, 401);
     h.own_token(&token, "app").await;
-    // Whether its frames get through is the WebSocket test's business (pingora #946);
-    // here only that the session, once over, is no longer in flight.
+    // Whether its frames get through is the WebSocket test's business; here only that the
+    // session, once over, is no longer in flight.
     let _ = websocket_round_trip(h.baton.addr, &token, "x").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
