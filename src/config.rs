@@ -148,7 +148,7 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Upstream read timeout (between reads, not total).
     pub read_timeout: Duration,
-    /// Worker threads (default: the number of CPUs).
+    /// Worker threads (default: the CPUs this process may run on, `available_parallelism`).
     pub threads: Option<usize>,
     /// Whether a client's `X-Forwarded-*` headers come from a trusted proxy.
     pub trust_forwarded_headers: bool,
