@@ -19,7 +19,8 @@ use crate::errors::UpstreamFailure;
 /// Fields that describe one hop and are never forwarded (RFC 9110 §7.6.1), besides the
 /// names `Connection` lists. `Upgrade` (and `Connection: upgrade`) is put back on an upgrade.
 /// `TE` goes too: an HTTP/1.1 upstream is asked for no transfer coding, trailers included
-/// (hyper's client reads what the upstream sends either way).
+/// (hyper's client reads what the upstream sends either way); an h2c upstream gets
+/// `TE: trailers` back when the client sent it.
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -54,7 +55,12 @@ pub(super) fn prepare_request(
     proxy: &ProxyConfig,
     target: &Target,
 ) -> Option<OnUpgrade> {
-    let upgrade = parts.version == Version::HTTP_11 && asks_for_upgrade(&parts.headers);
+    // An HTTP/1.1 upgrade has no HTTP/2 equivalent toward the upstream (RFC 9113 §8.6).
+    let upgrade =
+        parts.version == Version::HTTP_11 && !target.is_h2c() && asks_for_upgrade(&parts.headers);
+    // `TE: trailers` is the one `TE` HTTP/2 allows (RFC 9113 §8.2.2), and gRPC servers
+    // require it: kept toward an h2c upstream when the client sent it.
+    let trailers = target.is_h2c() && accepts_trailers(&parts.headers);
     let downstream_upgrade = if upgrade {
         parts.extensions.remove::<OnUpgrade>()
     } else {
@@ -63,6 +69,11 @@ pub(super) fn prepare_request(
     // What the listener attached is for this hop only.
     parts.extensions.clear();
     remove_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
+    if trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(authorization) = authorization {
         parts.headers.insert(header::AUTHORIZATION, authorization);
     }
@@ -82,7 +93,15 @@ pub(super) fn prepare_request(
         parts.headers.insert(header::HOST, target.host().clone());
     }
     parts.uri = target.uri_for(&parts.uri);
-    parts.version = Version::HTTP_11;
+    if target.is_h2c() {
+        // The stream's `:authority` is the upstream's address; the client's `Host` reaches
+        // the app as `X-Forwarded-Host` (a `Host` unlike `:authority` is malformed HTTP/2,
+        // RFC 9113 §8.3.1).
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_2;
+    } else {
+        parts.version = Version::HTTP_11;
+    }
     downstream_upgrade
 }
 
@@ -134,6 +153,21 @@ pub(super) fn spawn_tunnel(upgrades: Upgrades, open: Arc<AtomicUsize>) {
 fn asks_for_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && connection_options(headers).any(|option| option.eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether `TE` lists `trailers` (RFC 9110 §10.1.4).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            coding
+                .split(';')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case("trailers"))
+        })
 }
 
 /// The options of every `Connection` line.

@@ -23,7 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamProtocol};
 use crate::errors::UpstreamFailure;
 
 /// How long a pooled upstream connection may stay idle before baton closes it (an upstream
@@ -72,6 +72,7 @@ pub(crate) struct Target {
     host: HeaderValue,
     client: Client<HttpConnector, RequestBody>,
     read_timeout: Duration,
+    protocol: UpstreamProtocol,
 }
 
 /// The config's upstream could not be resolved.
@@ -115,10 +116,14 @@ impl Upstream {
         // Small requests go out at once rather than waiting on Nagle.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.proxy.connect_timeout));
+        let protocol = config.proxy.upstream_protocol;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(UPSTREAM_POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(UPSTREAM_POOL_MAX_IDLE)
+            // h2c: one connection carries every request as a stream (prior knowledge, no
+            // upgrade dance), as gRPC servers expect.
+            .http2_only(protocol == UpstreamProtocol::H2c)
             .build(connector);
         Ok(Self {
             target: Some(Target {
@@ -126,6 +131,7 @@ impl Upstream {
                 host,
                 client,
                 read_timeout: config.proxy.read_timeout,
+                protocol,
             }),
         })
     }
@@ -139,6 +145,11 @@ impl Upstream {
 // === impl Target ===
 
 impl Target {
+    /// Whether requests go out as HTTP/2 streams.
+    pub(crate) fn is_h2c(&self) -> bool {
+        self.protocol == UpstreamProtocol::H2c
+    }
+
     /// The value of `Host` for a request that has none.
     pub(crate) fn host(&self) -> &HeaderValue {
         &self.host
