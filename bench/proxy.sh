@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The proxy's cache-hit path against its peers, in one run of the shared peer harness
 # (../shared/bench/peers.sh): baton (a valid RS256 token, exchanged once, then served from
-# the minted-token cache), a bare pingora pass-through of the same pingora version
-# (examples/passthrough.rs, the goal's baseline), the same pass-through with baton's allocator,
-# mimalloc (pingora-mimalloc: what baton costs over pingora with the allocator set aside),
-# nginx, HAProxy and HAProxy with RS256 jwt_verify.
+# the minted-token cache), a bare hyper pass-through built as baton's listener is
+# (examples/passthrough.rs: current-thread runtime, hyper-util pooled client, mimalloc — the
+# baseline), nginx, HAProxy and HAProxy with RS256 jwt_verify.
 #
 #   bench/proxy.sh                      # builds baton + the pass-through (release), runs peers.sh
 #
@@ -13,7 +12,7 @@
 # Knobs: everything peers.sh reads (DURATION, RUNS, CONNS, PEERS_ROOT, …), plus
 #   TARGETS      peers.sh built-ins (default "nginx haproxy haproxy-jwt"; add caddy if wanted)
 #   PEERS_SH     the harness (default ../shared/bench/peers.sh from the repo root)
-#   BATON_PORT=18085  PINGORA_PORT=18086  PINGORA_MI_PORT=18088  BATON_THREADS=1
+#   BATON_PORT=18085  HYPER_PORT=18086  BATON_THREADS=1
 #   MORE_TARGETS  more peers.sh 'name=port[:jwt]' targets, e.g. a second baton build to compare:
 #     MORE_TARGETS="baton-new=18087:jwt" \
 #     START_baton_new="exec env BATON_PORT=18087 BATON_BIN=/path/to/baton bash $PWD/bench/proxy.sh _start_baton"
@@ -36,17 +35,15 @@ fi
 PEERS_SH=${PEERS_SH:-$REPO/../shared/bench/peers.sh}
 [[ -x $PEERS_SH || -f $PEERS_SH ]] || { echo "no peer harness at $PEERS_SH" >&2; exit 1; }
 BATON_PORT=${BATON_PORT:-18085}
-PINGORA_PORT=${PINGORA_PORT:-18086}
-PINGORA_MI_PORT=${PINGORA_MI_PORT:-18088}
+HYPER_PORT=${HYPER_PORT:-18086}
 export BATON_PORT BATON_THREADS=${BATON_THREADS:-1}
 
-cargo build --release --quiet --bin baton --example passthrough --example passthrough_mimalloc
+cargo build --release --quiet --bin baton --example passthrough
 
 export TARGETS=${TARGETS-"nginx haproxy haproxy-jwt"}
-export EXTRA_TARGETS="baton=$BATON_PORT:jwt pingora=$PINGORA_PORT pingora-mimalloc=$PINGORA_MI_PORT${MORE_TARGETS:+ $MORE_TARGETS}"
+export EXTRA_TARGETS="baton=$BATON_PORT:jwt hyper=$HYPER_PORT${MORE_TARGETS:+ $MORE_TARGETS}"
 export START_baton="exec bash '$REPO/bench/proxy.sh' _start_baton"
-export START_pingora="exec '$TARGET_DIR/release/examples/passthrough' 127.0.0.1:$PINGORA_PORT \"\$PEERS_BACKEND\""
-export START_pingora_mimalloc="exec '$TARGET_DIR/release/examples/passthrough_mimalloc' 127.0.0.1:$PINGORA_MI_PORT \"\$PEERS_BACKEND\""
+export START_hyper="exec '$TARGET_DIR/release/examples/passthrough' 127.0.0.1:$HYPER_PORT \"\$PEERS_BACKEND\""
 export PIN_WRK=${PIN_WRK-0} PIN_SERVERS=${PIN_SERVERS-1}
 export CARGO_TARGET_DIR=$TARGET_DIR
 
@@ -64,8 +61,9 @@ rows = {r["target"]: r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t"
 def cpu(name):
     try: return float(rows[name]["target_cpu_us_per_req"])
     except (KeyError, ValueError): return None
-goals = {"pingora": ("<=", 1.1), "haproxy-jwt": ("<", 0.7), "nginx": ("<=", 1.5), "haproxy": (None, None),
-         "pingora-mimalloc": (None, None)}
+# issue 9's targets: baton <= 1.15x the bare hyper pass-through, <= 1.25x nginx's
+# pass-through, < 0.5x HAProxy's jwt_verify.
+goals = {"hyper": ("<=", 1.15), "nginx": ("<=", 1.25), "haproxy-jwt": ("<", 0.5), "haproxy": (None, None)}
 batons = [n for n in rows if n == "baton" or n.startswith("baton-")]
 if cpu("baton") is None:
     print("baton: no CPU figure"); sys.exit(1)

@@ -1,73 +1,81 @@
-//! A bare pingora pass-through proxy, the baseline baton's proxy is measured against
-//! (`bench/proxy.sh`): a `ProxyHttp` with only `upstream_peer`, run by pingora's own
-//! `Server` with one thread.
+//! A bare hyper 1.x pass-through proxy, the baseline baton's proxy is measured against
+//! (`bench/proxy.sh`): built as baton's listener is — a current-thread runtime, hyper-util's
+//! `auto` server (HTTP/1.1 and h2c), a pooled hyper-util client with `TCP_NODELAY`, mimalloc —
+//! with none of baton's work (no token, no path normalization, no header rewriting beyond the
+//! target). What baton costs over it is what baton's own request path costs.
 //!
 //! ```sh
-//! cargo run --release --example passthrough -- LISTEN UPSTREAM
-//! # e.g. passthrough 127.0.0.1:18086 127.0.0.1:18080
+//! cargo run --release --example passthrough -- 127.0.0.1:18086 127.0.0.1:8080
+//! curl -s http://127.0.0.1:18086/
 //! ```
-//!
-//! pingora's pid file and upgrade socket go to a temporary directory (not `/tmp/pingora.*`),
-//! and SIGTERM stops it at once (no grace period).
 
-use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
+use http::uri::{Authority, Scheme};
+use http::{Response, StatusCode, Uri};
+use http_body_util::{Either, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 
-/// Forwards every request to one upstream.
-struct PassThrough {
-    upstream: SocketAddr,
-}
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[async_trait]
-impl ProxyHttp for PassThrough {
-    type CTX = ();
+type Upstream = Client<HttpConnector, Incoming>;
 
-    fn new_ctx(&self) {}
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut (),
-    ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
-    }
-}
-
-/// Runs the pass-through (also the entry point of `passthrough_mimalloc`).
-pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: passthrough LISTEN UPSTREAM (e.g. 127.0.0.1:18086 127.0.0.1:18080)";
-    let listen = args.next().ok_or(usage)?;
-    let upstream = args
-        .next()
-        .ok_or(usage)?
-        .to_socket_addrs()?
-        .next()
-        .ok_or("the upstream resolves to no address")?;
+    let usage = "usage: passthrough LISTEN UPSTREAM (both host:port)";
+    let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let upstream: Authority = args.next().ok_or(usage)?.parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(listen, upstream))
+}
 
-    let dir = tempfile::tempdir()?;
-    let conf = ServerConf {
-        threads: 1,
-        pid_file: dir.path().join("pingora.pid").display().to_string(),
-        upgrade_sock: dir.path().join("upgrade.sock").display().to_string(),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    // `None`: no `Opt::parse_args()` (it would parse this program's arguments with clap).
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, PassThrough { upstream });
-    proxy.add_tcp(&listen);
-    server.add_service(proxy);
-    eprintln!("passthrough: {listen} -> {upstream}");
-    server.run(RunArgs::default());
-    drop(dir);
-    Ok(())
+async fn serve(listen: SocketAddr, upstream: Authority) -> Result<(), Box<dyn std::error::Error>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Arc<Upstream> = Arc::new(
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(256)
+            .build(connector),
+    );
+    let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (client, upstream) = (Arc::clone(&client), upstream.clone());
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let (client, upstream) = (Arc::clone(&client), upstream.clone());
+            async move {
+                let mut target = http::uri::Parts::default();
+                target.scheme = Some(Scheme::HTTP);
+                target.authority = Some(upstream);
+                target.path_and_query = request.uri().path_and_query().cloned();
+                *request.uri_mut() = Uri::from_parts(target).unwrap_or_default();
+                Ok::<_, Infallible>(match client.request(request).await {
+                    Ok(response) => response.map(Either::Left),
+                    Err(_) => {
+                        let mut response = Response::new(Either::Right(Empty::<Bytes>::new()));
+                        *response.status_mut() = StatusCode::BAD_GATEWAY;
+                        response
+                    }
+                })
+            }
+        });
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            let _ = server
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }

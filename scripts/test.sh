@@ -6,13 +6,6 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# cmake: pingora-core builds zlib-ng through flate2.
-if ! command -v cmake >/dev/null 2>&1; then
-  echo "test.sh: installing cmake" >&2
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq cmake >/dev/null
-fi
-
 # PyJWT: an independent implementation that verifies the tokens baton mints.
 if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
   echo "test.sh: installing PyJWT" >&2

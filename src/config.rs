@@ -122,6 +122,15 @@ pub enum OnMissing {
     Forward,
 }
 
+/// How baton speaks to `[proxy] upstream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (RFC 9113 §3.3), e.g. for a gRPC app.
+    H2c,
+}
+
 /// A `[[proxy.routes]]` entry: requests under `prefix` use `service`, or pass untouched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -148,7 +157,9 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Upstream read timeout (between reads, not total).
     pub read_timeout: Duration,
-    /// Worker threads (default: the number of CPUs).
+    /// HTTP/1.1 or h2c to the upstream.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Worker threads (default: the CPUs this process may run on, `available_parallelism`).
     pub threads: Option<usize>,
     /// Whether a client's `X-Forwarded-*` headers come from a trusted proxy.
     pub trust_forwarded_headers: bool,
@@ -595,6 +606,18 @@ impl Loader<'_> {
         if spec.threads == Some(0) {
             self.error(None, "proxy.threads", "at least one thread");
         }
+        let upstream_protocol = match spec.upstream_protocol.as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("h2c") => UpstreamProtocol::H2c,
+            Some(other) => {
+                self.error(
+                    None,
+                    "proxy.upstream_protocol",
+                    &format!("unknown value {other:?}; expected \"http1\" or \"h2c\""),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
         ProxyConfig {
             listen: self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen"),
             upstream: spec.upstream,
@@ -603,6 +626,7 @@ impl Loader<'_> {
             routes,
             connect_timeout,
             read_timeout,
+            upstream_protocol,
             threads: spec.threads,
             trust_forwarded_headers: spec.trust_forwarded_headers,
             grace_period,

@@ -147,6 +147,39 @@ pub fn request_rejection(refused: &RequestRefused) -> Rejection {
     }
 }
 
+/// Why a request could not be proxied: the upstream side failed, not the client nor baton.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamFailure {
+    /// The upstream answered with something baton cannot pass on (a `101` nobody asked for).
+    InvalidAnswer,
+    /// No `[proxy] upstream` is configured.
+    NotConfigured,
+    /// The connection or the response head took longer than `[proxy] connect_timeout` or
+    /// `read_timeout`.
+    TimedOut,
+    /// The upstream refused the connection, closed it or broke the protocol.
+    Unavailable,
+}
+
+/// The answer when the upstream failed: 502, or 504 for a timeout (RFC 9110 §15.6.3, §15.6.5).
+pub fn upstream_rejection(failure: UpstreamFailure) -> Rejection {
+    match failure {
+        UpstreamFailure::TimedOut => Rejection {
+            status: 504,
+            error: "gateway_timeout",
+            description: "the upstream timed out",
+        },
+        UpstreamFailure::InvalidAnswer
+        | UpstreamFailure::NotConfigured
+        | UpstreamFailure::Unavailable => Rejection {
+            status: 502,
+            error: "bad_gateway",
+            description: "the upstream is unavailable",
+        },
+    }
+}
+
 fn describe_path(reason: PathRefused) -> &'static str {
     match reason {
         PathRefused::Backslash => "the request path must not hold a backslash",

@@ -1,6 +1,7 @@
 //! The `baton` command: `serve`, `demo`, `check`, `explain`, `keys generate`.
 
 use std::io::Read as _;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -150,21 +151,30 @@ fn demo(port: u16) -> ExitCode {
     }
 }
 
+/// The runtime for `threads` workers; without `[proxy] threads`, the CPUs this process may run
+/// on (`available_parallelism` heeds its CPU affinity and cgroup quota: a Kubernetes CPU limit
+/// of 1 gives 1).
 fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
-    let mut builder = match threads {
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+    let (mut builder, scheduler) = if threads == 1 {
         // One thread: everything on this one (the accept loop included), with no work-stealing
         // scheduler and no wake-ups across threads, instead of a multi-thread runtime whose
         // single worker is woken by the thread that accepts.
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+        (
+            tokio::runtime::Builder::new_current_thread(),
+            "current-thread",
+        )
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        (builder, "multi-thread")
     };
     match builder.enable_all().build() {
-        Ok(runtime) => Some(runtime),
+        Ok(runtime) => {
+            tracing::info!(threads, scheduler, "runtime started");
+            Some(runtime)
+        }
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             None

@@ -1,19 +1,23 @@
 //! Running the gateway: the accept loop, draining on shutdown, reloading on SIGHUP.
 //!
-//! pingora's `Server` owns its runtimes and exits the process; baton drives pingora's
-//! HTTP app from its own tokio accept loop instead, so that it can bind any listener
-//! (tests use `127.0.0.1:0`), drain on SIGTERM, and reload in place.
+//! Each accepted connection is served by hyper-util's `auto` builder, which reads the first
+//! bytes to tell HTTP/1.1 from HTTP/2 with prior knowledge (h2c), so both share the port;
+//! HTTP/1.1 upgrades (WebSocket) are kept. On SIGTERM the listener closes and every
+//! connection shuts down gracefully: requests in flight finish, idle keep-alive connections
+//! close, HTTP/2 clients get a GOAWAY; upgraded connections are waited for too, all within
+//! the grace period.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pingora::apps::ServerApp;
-use pingora::proxy::HttpProxy;
-use pingora::server::configuration::ServerConf;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::admin::AdminState;
 use crate::config::Config;
@@ -21,11 +25,11 @@ use crate::control::{Control, Loaded};
 use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::Gateway;
 
-/// The gateway's HTTP app and what it needs to run.
+/// The gateway and what serves its listener.
 #[derive(Clone)]
 pub struct App {
     gateway: Arc<Gateway>,
-    http: Arc<HttpProxy<Gateway>>,
+    connections: Arc<auto::Builder<TokioExecutor>>,
 }
 
 /// Building the app failed.
@@ -51,16 +55,15 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Builds the exchanger and the pingora app for `config`.
+    /// Builds the exchanger and the gateway for `config`.
     pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, StartError> {
         let exchanger = Arc::new(Exchanger::new(config, options)?);
         let gateway = Arc::new(Gateway::new(exchanger)?);
-        // The app owns a `Gateway` by value; both share the exchanger and counters.
-        let http = Arc::new(pingora::proxy::http_proxy(
-            &Arc::new(ServerConf::default()),
-            Gateway::clone_shared(&gateway),
-        ));
-        Ok(Self { gateway, http })
+        let connections = auto::Builder::new(TokioExecutor::new());
+        Ok(Self {
+            gateway,
+            connections: Arc::new(connections),
+        })
     }
 
     /// The gateway (for reloads and metrics).
@@ -68,24 +71,33 @@ impl App {
         &self.gateway
     }
 
-    /// Accepts connections on `listener` until `shutdown` turns true, then waits up to the
-    /// config's `grace_period` (the one in force then) for in-flight requests before
-    /// returning (dropping idle connections).
+    /// Accepts connections on `listener` until `shutdown` turns true, then shuts every
+    /// connection down gracefully and waits up to the config's `grace_period` (the one in
+    /// force then) for them, and for upgraded connections, before returning.
     pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        let mut connections = tokio::task::JoinSet::new();
+        let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                    Ok((stream, client)) => {
                         // Small responses go out at once rather than waiting on Nagle.
                         let _ = stream.set_nodelay(true);
-                        let http = Arc::clone(&self.http);
-                        let watch = shutdown.clone();
-                        connections.spawn(async move {
-                            let stream = pingora_stream(stream, peer);
-                            let mut reused = http.process_new(stream, &watch).await;
-                            while let Some(stream) = reused {
-                                reused = http.process_new(stream, &watch).await;
+                        let gateway = Arc::clone(&self.gateway);
+                        let service = hyper::service::service_fn(move |request| {
+                            let gateway = Arc::clone(&gateway);
+                            async move {
+                                Ok::<_, Infallible>(gateway.handle(request, client).await)
+                            }
+                        });
+                        let connection = self
+                            .connections
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(e) = connection.await {
+                                // A client that goes away or sends garbage: nothing to answer.
+                                tracing::debug!(error = %e, "a client connection ended with an error");
                             }
                         });
                     }
@@ -95,7 +107,6 @@ impl App {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -105,118 +116,24 @@ impl App {
         }
         drop(listener);
         let grace = self.gateway.exchanger().config().proxy.grace_period;
-        let in_flight = self.gateway.in_flight();
         let deadline = Instant::now() + grace;
-        while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = in_flight.load(Ordering::Acquire);
-        if left > 0 {
+        let connections = graceful.count();
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                requests = left,
-                "grace period over; dropping requests still in flight"
+                connections,
+                "grace period over; dropping connections with requests still in flight"
             );
         }
-    }
-}
-
-/// Wraps an accepted socket for pingora: with a write buffer, as pingora's own listeners
-/// give (a response header and a small body leave in one segment, not two), and with the
-/// socket digest that tells sessions the client's address.
-fn pingora_stream(
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-) -> pingora::protocols::Stream {
-    use pingora::protocols::SocketDigest;
-    use std::os::fd::AsRawFd as _;
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-    // A digest made just now has an empty cell, so `set` cannot fail.
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    Box::new(BufferedTcp {
-        id: stream.as_raw_fd(),
-        inner: tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream),
-        digest: Arc::new(digest),
-    })
-}
-
-/// pingora's default L4 write buffer: one Ethernet-sized segment.
-const WRITE_BUFFER_BYTES: usize = 1460;
-
-/// A downstream TCP connection with a write buffer. pingora flushes it when a response
-/// header has no body and when a body is finished, as it does its own buffered streams.
-#[derive(Debug)]
-struct BufferedTcp {
-    id: i32,
-    inner: tokio::io::BufWriter<tokio::net::TcpStream>,
-    digest: Arc<pingora::protocols::SocketDigest>,
-}
-
-impl tokio::io::AsyncRead for BufferedTcp {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for BufferedTcp {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[async_trait::async_trait]
-impl pingora::protocols::Shutdown for BufferedTcp {
-    async fn shutdown(&mut self) {
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.inner).await;
-    }
-}
-
-impl pingora::protocols::UniqueID for BufferedTcp {
-    fn id(&self) -> pingora::protocols::UniqueIDType {
-        self.id
-    }
-}
-
-impl pingora::protocols::Ssl for BufferedTcp {}
-
-impl pingora::protocols::Peek for BufferedTcp {}
-
-impl pingora::protocols::GetTimingDigest for BufferedTcp {
-    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl pingora::protocols::GetProxyDigest for BufferedTcp {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        None
-    }
-}
-
-impl pingora::protocols::GetSocketDigest for BufferedTcp {
-    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-        Some(Arc::clone(&self.digest))
+        while self.gateway.open_tunnels() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tunnels = self.gateway.open_tunnels();
+        if tunnels > 0 {
+            tracing::warn!(tunnels, "grace period over; dropping upgraded connections");
+        }
     }
 }
 

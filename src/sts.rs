@@ -1,7 +1,7 @@
 //! `POST /tokens`: RFC 8693 token exchange, wire-compatible with State Backed's endpoint.
 //!
 //! This module turns a request (method, a few headers, the body) into a [`Reply`]; the
-//! proxy module moves bytes to and from pingora. Every reply carries
+//! proxy module moves bytes to and from hyper. Every reply carries
 //! `Cache-Control: no-store` and `Pragma: no-cache`, and no reply ever contains the
 //! subject token.
 

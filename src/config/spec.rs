@@ -56,6 +56,7 @@ pub struct ProxySpec {
     pub on_missing: Option<String>,
     pub connect_timeout: Option<DurationSpec>,
     pub read_timeout: Option<DurationSpec>,
+    pub upstream_protocol: Option<String>,
     pub threads: Option<usize>,
     #[serde(default)]
     pub trust_forwarded_headers: bool,

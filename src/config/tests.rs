@@ -611,3 +611,30 @@ fn an_api_entry_has_no_allow_http_way_out() {
          address); allow_http is for [[idps]] entries of the config file only"
     );
 }
+
+#[test]
+fn upstream_protocol_is_http1_by_default_h2c_on_request_and_nothing_else() {
+    assert_eq!(
+        load(VALID).unwrap().proxy.upstream_protocol,
+        UpstreamProtocol::Http1
+    );
+    let with = |value: &str| {
+        VALID.replace(
+            "upstream = \"127.0.0.1:3000\"\n",
+            &format!("upstream = \"127.0.0.1:3000\"\nupstream_protocol = \"{value}\"\n"),
+        )
+    };
+    assert_eq!(
+        load(&with("h2c")).unwrap().proxy.upstream_protocol,
+        UpstreamProtocol::H2c
+    );
+    assert_eq!(
+        load(&with("http1")).unwrap().proxy.upstream_protocol,
+        UpstreamProtocol::Http1
+    );
+    assert_error(
+        &errors(&with("h2")),
+        "proxy.upstream_protocol",
+        "expected \"http1\" or \"h2c\"",
+    );
+}

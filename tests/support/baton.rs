@@ -148,6 +148,7 @@ pub struct Launch<'a> {
     env: Vec<(String, String)>,
     log_format: Option<&'a str>,
     ready_path: Option<&'a str>,
+    cpus: Option<&'a str>,
 }
 
 // === impl Baton ===
@@ -163,6 +164,7 @@ impl Baton {
             env: Vec::new(),
             log_format: None,
             ready_path: None,
+            cpus: None,
         }
     }
 
@@ -204,7 +206,7 @@ impl Baton {
 
 // === impl Launch ===
 
-impl Launch<'_> {
+impl<'a> Launch<'a> {
     /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
@@ -225,6 +227,12 @@ impl Launch<'_> {
         self
     }
 
+    /// Runs the process on these CPUs only (`taskset -c <cpus>`, e.g. `"0"` or `"0,1"`).
+    pub fn cpus(mut self, cpus: &'a str) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
     /// Ready only when `GET <path>` on the proxy listener answers 2xx (by default, ready
     /// when the listener accepts connections).
     pub fn ready_when_serving(mut self, path: &'static str) -> Self {
@@ -239,7 +247,15 @@ impl Launch<'_> {
         std::fs::write(&config_path, self.config).unwrap();
         let log = self.dir.join("baton.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        let mut command = match self.cpus {
+            // taskset execs baton: the pid stays the process's.
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", cpus, env!("CARGO_BIN_EXE_baton")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_baton")),
+        };
         command.arg("serve");
         if let Some(format) = self.log_format {
             command.args(["--log-format", format]);

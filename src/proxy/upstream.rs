@@ -1,0 +1,317 @@
+//! `[proxy] upstream`: where requests go, through a pooled hyper client.
+//!
+//! The upstream's address is resolved when the config loads (never per request) and each
+//! config gets its own client: a reload with another address or other timeouts starts a new
+//! pool, and the old one closes with the last request that used it.
+
+use std::future::Future as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, UpstreamProtocol};
+use crate::errors::UpstreamFailure;
+
+/// How long a pooled upstream connection may stay idle before baton closes it (an upstream
+/// that closes it first takes it out of the pool at once).
+const UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle upstream connections kept, at most: enough for the concurrency a sidecar sees.
+const UPSTREAM_POOL_MAX_IDLE: usize = 256;
+
+/// The body of an upstream's response, passed to the client as it arrives; an upstream that
+/// sends nothing for `[proxy] read_timeout` ends it with an error (the client's connection is
+/// closed: its status is already sent).
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Incoming,
+    read_timeout: Duration,
+    /// Armed while the upstream has nothing to give, created the first time it waits.
+    idle: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+/// The client's body on its way to the upstream; counts the frames it forwards so that the
+/// wait for the response head is a wait without progress (a slow upload is no timeout).
+#[derive(Debug)]
+pub(crate) struct RequestBody {
+    inner: Incoming,
+    progress: Option<Arc<AtomicU64>>,
+}
+
+/// The upstream sent nothing for `[proxy] read_timeout` in the middle of a body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}")]
+struct ReadTimedOut(Duration);
+
+/// A config's upstream, if it names one.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    target: Option<Target>,
+}
+
+/// A resolved upstream and the client that reaches it.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The resolved address, as the requests' authority (an IP literal: no DNS per connect).
+    authority: Authority,
+    /// `[proxy] upstream` as written, for requests that come without `Host`.
+    host: HeaderValue,
+    client: Client<HttpConnector, RequestBody>,
+    read_timeout: Duration,
+    protocol: UpstreamProtocol,
+}
+
+/// The config's upstream could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy.upstream: cannot resolve upstream {upstream:?}: {reason}")]
+pub struct UpstreamError {
+    upstream: String,
+    reason: String,
+}
+
+/// A request the upstream did not answer: why, for the client's answer, and the cause, for
+/// the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {cause}")]
+pub(crate) struct SendFailure {
+    kind: UpstreamFailure,
+    cause: String,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Resolves `config`'s upstream (blocking on DNS for a name).
+    pub(crate) fn resolve(config: &Config) -> Result<Self, UpstreamError> {
+        let Some(upstream) = &config.proxy.upstream else {
+            return Ok(Self { target: None });
+        };
+        let fail = |reason: String| UpstreamError {
+            upstream: upstream.clone(),
+            reason,
+        };
+        let addr: SocketAddr = upstream
+            .to_socket_addrs()
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("no address".to_owned()))?;
+        let authority = Authority::try_from(addr.to_string()).map_err(|e| fail(e.to_string()))?;
+        let host = HeaderValue::try_from(upstream.as_str()).map_err(|e| fail(e.to_string()))?;
+
+        let mut connector = HttpConnector::new();
+        // Small requests go out at once rather than waiting on Nagle.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.proxy.connect_timeout));
+        let protocol = config.proxy.upstream_protocol;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(UPSTREAM_POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(UPSTREAM_POOL_MAX_IDLE)
+            // h2c: one connection carries every request as a stream (prior knowledge, no
+            // upgrade dance), as gRPC servers expect.
+            .http2_only(protocol == UpstreamProtocol::H2c)
+            .build(connector);
+        Ok(Self {
+            target: Some(Target {
+                authority,
+                host,
+                client,
+                read_timeout: config.proxy.read_timeout,
+                protocol,
+            }),
+        })
+    }
+
+    /// The upstream, when the config names one.
+    pub(crate) fn target(&self) -> Option<&Target> {
+        self.target.as_ref()
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    /// Whether requests go out as HTTP/2 streams.
+    pub(crate) fn is_h2c(&self) -> bool {
+        self.protocol == UpstreamProtocol::H2c
+    }
+
+    /// The value of `Host` for a request that has none.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// `uri`'s path and query on this upstream (the client connects by the URI's authority
+    /// and sends the path and query, origin-form).
+    pub(crate) fn uri_for(&self, uri: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        // A scheme, an authority and a path and query make a valid URI.
+        #[allow(clippy::expect_used)]
+        Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+    }
+
+    /// Sends `request` and waits for the response head: the wait fails after
+    /// `[proxy] read_timeout` without progress (no response, no request body forwarded).
+    pub(crate) async fn send(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        let (parts, body) = request.into_parts();
+        // A request without a body (most) needs no progress counter.
+        let progress = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
+        let body = RequestBody {
+            inner: body,
+            progress: progress.clone(),
+        };
+        let response = self.client.request(Request::from_parts(parts, body));
+        tokio::pin!(response);
+        let mut seen = 0;
+        loop {
+            match tokio::time::timeout(self.read_timeout, &mut response).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(e)) => return Err(SendFailure::from_client(&e)),
+                Err(_) => {
+                    let now = progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
+                    if now == seen {
+                        return Err(SendFailure {
+                            kind: UpstreamFailure::TimedOut,
+                            cause: format!("no response head within {:?}", self.read_timeout),
+                        });
+                    }
+                    seen = now;
+                }
+            }
+        }
+    }
+
+    /// The response body as the client gets it.
+    pub(crate) fn response_body(&self, body: Incoming) -> ResponseBody {
+        ResponseBody {
+            inner: body,
+            read_timeout: self.read_timeout,
+            idle: None,
+            armed: false,
+        }
+    }
+}
+
+// === impl ResponseBody ===
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        // Nothing yet: the timer runs from the first wait after each frame (a body that is
+        // already buffered never touches it).
+        let deadline = tokio::time::Instant::now() + this.read_timeout;
+        let idle = this
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.armed {
+            idle.as_mut().reset(deadline);
+            this.armed = true;
+        }
+        match idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimedOut(this.read_timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl RequestBody ===
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(_))), Some(progress)) = (&frame, &this.progress) {
+            progress.fetch_add(1, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl SendFailure ===
+
+impl SendFailure {
+    /// What the client is told.
+    pub(crate) fn kind(&self) -> UpstreamFailure {
+        self.kind
+    }
+
+    /// A connect timeout is a timeout (504); any other failure to connect or to get an
+    /// answer, the upstream being unavailable (502).
+    fn from_client(error: &hyper_util::client::legacy::Error) -> Self {
+        let mut timed_out = false;
+        let mut cause = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
+            cause.push_str(": ");
+            cause.push_str(&e.to_string());
+            source = e.source();
+        }
+        Self {
+            kind: if timed_out {
+                UpstreamFailure::TimedOut
+            } else {
+                UpstreamFailure::Unavailable
+            },
+            cause,
+        }
+    }
+}
