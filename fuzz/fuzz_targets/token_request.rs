@@ -49,7 +49,9 @@ fn check_reply(reply: &Reply, body: &[u8]) {
     }
     assert_eq!(reply.content_type, "application/json");
     let text = std::str::from_utf8(&reply.body).expect("a reply body is UTF-8");
-    assert_no_secret("a /tokens reply", text);
+    // Replies are fixed texts and baton's own token: nothing of the request is echoed, so
+    // a secret is a leak even when the request holds it.
+    assert_no_secret("a /tokens reply", text, b"");
     let json: Value = serde_json::from_str(text).expect("a reply body is JSON");
     if reply.status == 200 {
         assert!(

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton::clock::FixedClock;
 use baton::config::Config;
 use baton::crypto::Signer;
@@ -118,11 +120,32 @@ pub fn sign_hs256(header: &[u8], payload: &[u8]) -> String {
     format!("{input}.{}", b64url(&signature))
 }
 
-/// Panics when `text` contains one of [`SECRETS`]: `what` names where it was found.
-pub fn assert_no_secret(what: &str, text: &str) {
+/// Panics when `text` contains one of [`SECRETS`] that `input` does not: `what` names
+/// where it was found. A secret the input holds may be echoed (a header's `alg` is named in
+/// an error) — libFuzzer learns the secrets from this very check's comparisons.
+pub fn assert_no_secret(what: &str, text: &str, input: &[u8]) {
     for secret in SECRETS {
-        assert!(!text.contains(secret), "{what} contains a secret: {text}");
+        let in_input = input
+            .windows(secret.len())
+            .any(|window| window == secret.as_bytes());
+        assert!(
+            in_input || !text.contains(secret),
+            "{what} contains a secret: {text}"
+        );
     }
+}
+
+/// `token`'s bytes followed by each of its dot-separated segments base64url-decoded: what
+/// an answer about the token may echo.
+pub fn token_views(token: &str) -> Vec<u8> {
+    let mut views = token.as_bytes().to_vec();
+    for segment in token.split('.') {
+        if let Ok(decoded) = URL_SAFE_NO_PAD.decode(segment) {
+            views.push(b'\n');
+            views.extend(decoded);
+        }
+    }
+    views
 }
 
 // === impl Fixture ===
