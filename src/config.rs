@@ -29,12 +29,14 @@ use spec::{
 
 use crate::algorithm;
 use crate::crypto::Verifier;
-use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource};
+use crate::idp::url_policy::{self, UrlRefusal};
+use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource, UrlPolicy};
 use crate::mapping::{ClaimMapper, quote_key};
 use crate::mint::keys::SigningKey;
 use crate::mint::{
     ClientCredential, DEFAULT_TTL, Profile, REGISTERED_CLAIMS, STATEBACKED_AUDIENCE, TokenProvider,
 };
+use crate::request_path;
 use crate::secret::Secret;
 
 /// `audience_base` unless `[server]` sets it: State Backed's.
@@ -547,6 +549,16 @@ impl Loader<'_> {
                     &format!("{path}.prefix"),
                     "a path prefix starting with `/`",
                 );
+            } else if request_path::normalize(&route.prefix)
+                .map_or(true, |normal| normal != route.prefix.as_str())
+            {
+                // Routes match the normalized request path: a prefix that is not normal itself
+                // (`/a/../b`, `/a//b`, `/%61`) could never match, or not what it says.
+                self.error(
+                    None,
+                    &format!("{path}.prefix"),
+                    "a normalized path (no `.` or `..` segments, no `//`, no escaped unreserved characters)",
+                );
             }
             match (&route.service, route.skip) {
                 (Some(service), false) => check_service(self, service, &format!("{path}.service")),
@@ -848,6 +860,7 @@ impl Loader<'_> {
                 .collect(),
         };
         let keys = self.idp_key_source(&spec, place, &algorithms);
+        let url_policy = idp_url_policy(&spec);
         let leeway = self.duration(spec.leeway.as_ref(), DEFAULT_LEEWAY, place, "leeway");
         let mapping = self.mapping(&spec.mapping, place);
         if self.errors.len() > errors_before {
@@ -864,6 +877,7 @@ impl Loader<'_> {
             audience: spec.audience,
             algorithms,
             keys: keys?,
+            url_policy,
             leeway,
             mapping: mapping?,
         })
@@ -922,13 +936,26 @@ impl Loader<'_> {
                 ),
             );
         };
+        if spec.allow_http && !place.is_api() {
+            self.warnings.push(format!(
+                "{path}: allow_http = true: its keys may come over plain http from any host, where \
+                 anyone on the network path can swap them; use it on a trusted network only"
+            ));
+        }
         if let Some(url) = &spec.jwks_url {
             if !hmac_algs.is_empty() {
                 refuse_hmac_with(self, "a JWKS");
             }
             match url::Url::parse(url) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                    return Some(KeySource::JwksUrl(url.clone()));
+                    match url_policy::check_url(&parsed, idp_url_policy(spec)) {
+                        Ok(()) => return Some(KeySource::JwksUrl(url.clone())),
+                        Err(refusal) => self.error(
+                            at,
+                            &format!("{path}.jwks_url"),
+                            &refusal_message(&refusal, place),
+                        ),
+                    }
                 }
                 _ => self.error(
                     at,
@@ -942,14 +969,46 @@ impl Loader<'_> {
             if !hmac_algs.is_empty() {
                 refuse_hmac_with(self, "OIDC discovery");
             }
-            if spec.issuer.is_none() {
+            let Some(issuer) = &spec.issuer else {
                 self.error(
                     at,
                     &format!("{path}.discovery"),
                     "discovery needs an issuer",
                 );
+                return Some(KeySource::Discovery);
+            };
+            // Discovery fetches a URL made of the issuer: the issuer obeys the URL rule.
+            let discovery_url = crate::idp::jwks::discovery_url(issuer);
+            match url::Url::parse(&discovery_url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    if let Err(refusal) = url_policy::check_url(&parsed, idp_url_policy(spec)) {
+                        self.error(
+                            at,
+                            &format!("{path}.issuer"),
+                            &format!(
+                                "{} (discovery fetches {discovery_url})",
+                                refusal_message(&refusal, place)
+                            ),
+                        );
+                    }
+                }
+                _ => self.error(
+                    at,
+                    &format!("{path}.issuer"),
+                    &format!(
+                        "`{issuer}` is not an http(s) URL, which discovery needs \
+                         ({{issuer}}/.well-known/openid-configuration)"
+                    ),
+                ),
             }
             return Some(KeySource::Discovery);
+        }
+        if spec.allow_http {
+            self.error(
+                at,
+                &format!("{path}.allow_http"),
+                "allow_http applies to jwks_url and discovery only; this IdP's key is given here",
+            );
         }
         let (field, material) = self.one_secret(
             place,
@@ -1157,11 +1216,11 @@ impl Loader<'_> {
             Ok(mapper) => Some(mapper),
             Err(errors) => {
                 for e in errors {
-                    self.error(
-                        Some(place),
-                        &format!("{}.mapping.{}", place.path, e.key_path.join(".")),
-                        &e.reason,
-                    );
+                    let mut key = format!("{}.mapping", place.path);
+                    if !e.key_path.is_empty() {
+                        key = format!("{key}.{}", e.key_path.join("."));
+                    }
+                    self.error(Some(place), &key, &e.reason);
                 }
                 None
             }
@@ -1271,6 +1330,26 @@ fn static_key(bytes: &[u8], algorithms: &[Algorithm]) -> Result<Verifier, String
         return Err("the key is empty".to_owned());
     }
     Ok(Verifier::hmac(bytes))
+}
+
+/// The URL rule of an IdP's key fetches: `allow_http` relaxes it.
+fn idp_url_policy(spec: &IdpSpec) -> UrlPolicy {
+    if spec.allow_http {
+        UrlPolicy::InsecureHttpAllowed
+    } else {
+        UrlPolicy::HttpsOrLoopback
+    }
+}
+
+/// What a refused IdP URL's error says. Entries of the admin API have no `allow_http` (State
+/// Backed's API has no such field, and a weaker check takes access to the config file).
+fn refusal_message(refusal: &UrlRefusal, place: &Place) -> String {
+    match refusal {
+        UrlRefusal::PlainHttp if place.is_api() => "must be https (or a loopback address); \
+             allow_http is for [[idps]] entries of the config file only"
+            .to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Whether `service` matches `^[a-zA-Z0-9_-]{1,128}$`.

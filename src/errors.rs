@@ -5,6 +5,7 @@
 
 use crate::exchange::{ExchangeError, Fault};
 use crate::idp::verify::VerifyError;
+use crate::request_path::PathRefused;
 
 /// An HTTP rejection of a subject or bearer token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,10 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
     };
     let pick = |sts: &'static str, proxy: &'static str| if subject { sts } else { proxy };
     match error {
+        ExchangeError::Mapping(_) => pick(
+            "subject_token's claims are too large to map",
+            "the token's claims are too large to map",
+        ),
         ExchangeError::Mint(_) => "the token could not be issued",
         ExchangeError::UnknownService(_) => "the requested audience or resource is not known",
         ExchangeError::Token(e) => match e {
@@ -87,5 +92,73 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
                 "the identity provider's keys are unavailable; try again later"
             }
         },
+    }
+}
+
+/// Why the proxy refuses a request before any token is looked at, or a request's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestRefused {
+    /// The request target is not a path (absolute-form `http://host/…`, authority-form,
+    /// asterisk-form): a sidecar is no forward proxy.
+    #[error("the request target is not a path")]
+    NotOriginForm,
+    /// The path could be read more than one way ([`PathRefused`]).
+    #[error("{0}")]
+    Path(#[from] PathRefused),
+    /// More than one `Authorization` line: only one could be checked.
+    #[error("several Authorization headers")]
+    SeveralAuthorizations,
+    /// An `Authorization` that is not a well-formed bearer token, on a route that exchanges.
+    #[error("an Authorization header that is not a well-formed bearer token")]
+    NotBearer,
+    /// No `Authorization` and `on_missing = "reject"`.
+    #[error("no bearer token")]
+    MissingToken,
+    /// A bearer token on a path no token provider serves.
+    #[error("no token provider serves this path")]
+    NoService,
+}
+
+/// The answer to a refused request: status, OAuth error code (RFC 6750 §3.1), fixed wording.
+pub fn request_rejection(refused: &RequestRefused) -> Rejection {
+    let (status, error, description) = match refused {
+        RequestRefused::NotOriginForm => (
+            400,
+            "invalid_request",
+            "the request target must be a path (origin-form)",
+        ),
+        RequestRefused::Path(reason) => (400, "invalid_request", describe_path(*reason)),
+        RequestRefused::SeveralAuthorizations => {
+            (400, "invalid_request", "send one Authorization header")
+        }
+        RequestRefused::NotBearer => (
+            401,
+            "invalid_request",
+            "the Authorization header must be a bearer token",
+        ),
+        RequestRefused::MissingToken => (401, "invalid_request", "a bearer token is required"),
+        RequestRefused::NoService => (401, "invalid_token", "no token provider serves this path"),
+    };
+    Rejection {
+        status,
+        error,
+        description,
+    }
+}
+
+fn describe_path(reason: PathRefused) -> &'static str {
+    match reason {
+        PathRefused::Backslash => "the request path must not hold a backslash",
+        PathRefused::ControlByte => "the request path must not hold control characters",
+        PathRefused::DotSegmentParameters => {
+            "the request path must not hold a dot-segment with parameters"
+        }
+        PathRefused::EncodedSeparator => {
+            "the request path must not hold an encoded slash or backslash"
+        }
+        PathRefused::MalformedEscape => "the request path holds a malformed percent-encoding",
+        PathRefused::NotAbsolute => "the request target must be a path (origin-form)",
+        PathRefused::TooLong => "the request path is too long",
     }
 }

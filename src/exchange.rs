@@ -16,6 +16,7 @@ use crate::explain::Trace;
 use crate::idp::jwks::{JwksCache, JwksError, JwksPolicy};
 use crate::idp::verify::{Verifier, VerifyError};
 use crate::idp::{IdpSet, KeySource};
+use crate::mapping::MappedClaimsTooLarge;
 pub use crate::mint::Minted;
 use crate::mint::keys::SigningKey;
 use crate::mint::{MintError, TokenProvider};
@@ -90,6 +91,10 @@ pub enum Authorized {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExchangeError {
+    /// A mapping would produce more values than allowed: the token's fault, like a
+    /// malformed one.
+    #[error(transparent)]
+    Mapping(#[from] MappedClaimsTooLarge),
     /// Minting failed (a key that cannot sign): baton's fault.
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -176,7 +181,7 @@ impl Exchanger {
                 KeySource::JwksUrl(url) => Arc::from(url.as_str()),
                 KeySource::Discovery => {
                     match jwks
-                        .discover(idp.issuer.as_deref().unwrap_or_default())
+                        .discover(idp.issuer.as_deref().unwrap_or_default(), idp.url_policy)
                         .await
                     {
                         Ok(url) => url,
@@ -187,7 +192,7 @@ impl Exchanger {
                     }
                 }
             };
-            if let Err(e) = jwks.prefetch(&url).await {
+            if let Err(e) = jwks.prefetch(&url, idp.url_policy).await {
                 tracing::warn!(idp = %idp.name, error = %e, "fetching the IdP's keys failed");
             }
         }
@@ -201,10 +206,10 @@ impl Exchanger {
         for idp in pipeline.idps.iter() {
             let ready = match &idp.keys {
                 KeySource::Static(_) => true,
-                KeySource::JwksUrl(url) => jwks.has_keys(url),
+                KeySource::JwksUrl(url) => jwks.has_keys(url, idp.url_policy),
                 KeySource::Discovery => match idp.issuer.as_deref() {
-                    Some(issuer) => match jwks.discovered(issuer).await {
-                        Some(url) => jwks.has_keys(&url),
+                    Some(issuer) => match jwks.discovered(issuer, idp.url_policy).await {
+                        Some(url) => jwks.has_keys(&url, idp.url_policy),
                         None => false,
                     },
                     None => false,
@@ -386,12 +391,16 @@ impl Pipeline {
         });
         let provider = provider?;
         let verified = verifier.verify(&self.idps, subject_token, trace).await?;
-        let intermediate =
-            Value::Object(verified.idp.mapping.apply(&Value::Object(verified.claims)));
+        let intermediate = Value::Object(
+            verified
+                .idp
+                .mapping
+                .apply(&Value::Object(verified.claims))?,
+        );
         if let Value::Object(claims) = &intermediate {
             trace.record_claims("intermediate claims (IdP mapping)", claims);
         }
-        let claims = provider.map(&intermediate);
+        let claims = provider.map(&intermediate)?;
         trace.record_claims("final claims (provider mapping)", &claims);
         let idp_name = Arc::clone(&verified.idp.name);
         let minted = provider.mint(claims, verified.expires_at, now, idp_name);
@@ -408,6 +417,7 @@ impl ExchangeError {
     /// The pipeline stage that failed.
     pub fn stage(&self) -> &'static str {
         match self {
+            Self::Mapping(_) => "map",
             Self::Mint(_) => "mint",
             Self::UnknownService(_) => "service",
             Self::Token(e) => match e {
@@ -430,7 +440,7 @@ impl ExchangeError {
         match self {
             Self::Mint(_) => Fault::Internal,
             Self::Token(VerifyError::KeysUnavailable(_)) => Fault::Upstream,
-            Self::Token(_) | Self::UnknownService(_) => Fault::Client,
+            Self::Mapping(_) | Self::Token(_) | Self::UnknownService(_) => Fault::Client,
         }
     }
 }

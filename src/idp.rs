@@ -1,6 +1,7 @@
 //! Identity providers: which tokens baton trusts, and how it picks the IdP for a token.
 
 pub mod jwks;
+pub mod url_policy;
 pub mod verify;
 
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use jsonwebtoken::Algorithm;
 use crate::crypto::Verifier;
 
 use crate::mapping::ClaimMapper;
+
+pub use url_policy::UrlPolicy;
 
 /// The clock skew allowed on `exp`, `nbf` and `iat` unless an IdP sets its own `leeway`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -29,6 +32,8 @@ pub struct IdentityProvider {
     pub algorithms: Vec<Algorithm>,
     /// Where the verification keys come from.
     pub keys: KeySource,
+    /// Which URLs its keys may be fetched from (`allow_http`).
+    pub url_policy: UrlPolicy,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
     /// Verified claims → intermediate claims.

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod algorithm;
+pub mod authorization;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod mint;
 pub mod proxy;
 pub mod published;
+pub mod request_path;
 pub mod secret;
 pub mod server;
 pub mod state;

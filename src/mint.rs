@@ -125,7 +125,10 @@ impl TokenProvider {
     }
 
     /// The claims of the token to mint from the intermediate claims.
-    pub fn map(&self, intermediate: &Value) -> Map<String, Value> {
+    pub fn map(
+        &self,
+        intermediate: &Value,
+    ) -> Result<Map<String, Value>, crate::mapping::MappedClaimsTooLarge> {
         self.mapping.apply(intermediate)
     }
 

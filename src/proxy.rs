@@ -5,6 +5,7 @@
 //! passes one baton minted), then pingora forwards the request to `[proxy] upstream` with
 //! `Authorization: Bearer <baton token>`. This is the only module that knows pingora.
 
+use std::borrow::Cow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,11 +21,13 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde_json::json;
 
+use crate::authorization::Credentials;
 use crate::config::{Config, OnMissing};
-use crate::errors::{Surface, rejection};
+use crate::errors::{RequestRefused, Surface, rejection, request_rejection};
 use crate::exchange::{Authorized, Exchanger};
 use crate::metrics::Metrics;
 use crate::published;
+use crate::request_path;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 use crate::telemetry;
 
@@ -211,6 +214,12 @@ impl ProxyHttp for Gateway {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         ctx.counted = true;
         let config = self.exchanger.config();
+        // Everything below matches on the normalized path, and the app receives exactly that
+        // path: what baton matched is what the app serves (module docs of `request_path`).
+        if let Err(refused) = normalize_target(session.req_header_mut()) {
+            respond(session, &refusal(&refused)).await?;
+            return Ok(true);
+        }
         let path = session.req_header().uri.path();
         if config.server.tokens_path.as_deref() == Some(path) {
             self.serve_tokens(session).await?;
@@ -228,41 +237,24 @@ impl ProxyHttp for Gateway {
         }
 
         let Some(service) = route(&config, path) else {
-            return Ok(false); // a `skip = true` route: untouched
+            // A `skip = true` route: passed on, but never with a bearer credential.
+            drop_bearer_credentials(session.req_header_mut());
+            return Ok(false);
         };
-        if session
-            .req_header()
-            .headers
-            .get_all("authorization")
-            .iter()
-            .nth(1)
-            .is_some()
-        {
-            // Only one line would be checked, and another could carry an IdP token to the
-            // app: refuse, as RFC 6750 §3.1 does several credentials.
-            let reply = Reply::oauth_error(400, "invalid_request", "send one Authorization header")
-                .with_header(
-                    "www-authenticate",
-                    "Bearer realm=\"baton\", error=\"invalid_request\"",
-                );
-            respond(session, &reply).await?;
-            return Ok(true);
-        }
-        let Some(token) = bearer_token(session.req_header()) else {
-            return match config.proxy.on_missing {
-                OnMissing::Forward => Ok(false),
-                OnMissing::Reject => {
-                    let reply =
-                        Reply::oauth_error(401, "invalid_request", "a bearer token is required")
-                            .with_header("www-authenticate", "Bearer realm=\"baton\"");
-                    respond(session, &reply).await?;
-                    Ok(true)
-                }
-            };
+        let token = match bearer_credential(session.req_header()) {
+            Ok(Some(token)) => token,
+            Ok(None) if config.proxy.on_missing == OnMissing::Forward => return Ok(false),
+            Ok(None) => {
+                respond(session, &refusal(&RequestRefused::MissingToken)).await?;
+                return Ok(true);
+            }
+            Err(refused) => {
+                respond(session, &refusal(&refused)).await?;
+                return Ok(true);
+            }
         };
         let Some(service) = service else {
-            let reply = unauthorized("invalid_token", "no token provider serves this path");
-            respond(session, &reply).await?;
+            respond(session, &refusal(&RequestRefused::NoService)).await?;
             return Ok(true);
         };
         let started = Instant::now();
@@ -338,6 +330,13 @@ impl ProxyHttp for Gateway {
             }
         }
         forwarded_headers(session, upstream, trust_forwarded(&self.exchanger))?;
+        // An HTTP/1.0 request may come without `Host`; the app gets the authority baton
+        // connects to rather than none (HTTP/1.1 requires one, RFC 9112 §3.2).
+        if !upstream.headers.contains_key("host")
+            && let Some(authority) = &self.exchanger.config().proxy.upstream
+        {
+            upstream.insert_header("host", authority.as_str())?;
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -516,12 +515,84 @@ fn route<'c>(config: &'c Config, path: &str) -> Option<Option<&'c str>> {
     Some(config.proxy.service.as_deref())
 }
 
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
-fn bearer_token(header: &RequestHeader) -> Option<&str> {
-    let value = header.headers.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// Refuses a request target that is not origin-form, and replaces the path with its
+/// normalized form (the query untouched) when normalizing changed it.
+fn normalize_target(header: &mut RequestHeader) -> Result<(), RequestRefused> {
+    // pingora keeps an absolute-form or authority-form target verbatim here, with only its
+    // path in the URI; an origin-form target starts with `/`.
+    if header.raw_path().first() != Some(&b'/') || header.method == http::Method::CONNECT {
+        return Err(RequestRefused::NotOriginForm);
+    }
+    let uri = &header.uri;
+    let normalized = match request_path::normalize(uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(path) => path,
+    };
+    let target = match uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    // The normalized path only holds bytes of the original target, so it parses.
+    let uri = http::Uri::try_from(target).map_err(|_| RequestRefused::NotOriginForm)?;
+    header.set_uri(uri);
+    Ok(())
+}
+
+/// The bearer token of the request's one `Authorization` header, `None` when it has none.
+/// Anything else on a route that exchanges is refused: several lines (only one could be
+/// checked, and another could carry an IdP token to the app, cf. RFC 6750 §3.1), a malformed
+/// value, another scheme.
+fn bearer_credential(header: &RequestHeader) -> Result<Option<&str>, RequestRefused> {
+    let mut lines = header.headers.get_all("authorization").iter();
+    let Some(value) = lines.next() else {
+        return Ok(None);
+    };
+    if lines.next().is_some() {
+        return Err(RequestRefused::SeveralAuthorizations);
+    }
+    match Credentials::parse(value.as_bytes()) {
+        Credentials::Bearer(token) => Ok(Some(token)),
+        _ => Err(RequestRefused::NotBearer),
+    }
+}
+
+/// Removes every `Authorization` line that holds a bearer credential, well-formed or not
+/// (a `skip` route passes other schemes, e.g. `Basic`, to the app).
+fn drop_bearer_credentials(header: &mut RequestHeader) {
+    let lines = header.headers.get_all("authorization");
+    if !lines
+        .iter()
+        .any(|value| Credentials::parse(value.as_bytes()).is_bearer())
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = lines
+        .iter()
+        .filter(|value| !Credentials::parse(value.as_bytes()).is_bearer())
+        .cloned()
+        .collect();
+    header.remove_header("authorization");
+    for value in kept {
+        // Appending a valid header value to a valid name cannot fail.
+        let _ = header.append_header("authorization", value);
+    }
+}
+
+/// The answer to a refused request (errors.rs decides status and wording).
+fn refusal(refused: &RequestRefused) -> Reply {
+    let r = request_rejection(refused);
+    match refused {
+        RequestRefused::MissingToken => Reply::oauth_error(r.status, r.error, r.description)
+            .with_header("www-authenticate", "Bearer realm=\"baton\""),
+        _ if r.status == 401 => unauthorized(r.error, r.description),
+        RequestRefused::SeveralAuthorizations => {
+            Reply::oauth_error(r.status, r.error, r.description).with_header(
+                "www-authenticate",
+                "Bearer realm=\"baton\", error=\"invalid_request\"",
+            )
+        }
+        _ => Reply::oauth_error(r.status, r.error, r.description),
+    }
 }
 
 /// 401 with `WWW-Authenticate: Bearer error="…", error_description="…"` (RFC 6750 §3).

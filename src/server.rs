@@ -224,6 +224,22 @@ impl pingora::protocols::GetSocketDigest for BufferedTcp {
 /// file changes.
 pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
     let Loaded { config, sources } = loaded;
+    if let Some(state_file) = &config.admin.state_file {
+        // Before the admin listener runs: no write of this process is in progress yet.
+        match crate::state::remove_stale_temp_files(state_file) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                state_file = %state_file.display(),
+                "removed stale temp files of interrupted state writes"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                state_file = %state_file.display(),
+                "cannot look for stale temp files beside the state file"
+            ),
+        }
+    }
     let listen = config.proxy.listen;
     let admin_listen = config.admin.listen;
     let watch_config = config.server.watch_config;

@@ -27,11 +27,18 @@ use serde_json::{Map, Value};
 
 use crate::config::spec::{IdpSpec, InlineSecret, KeySpec, TokenProviderSpec};
 use crate::config::{ApiEntries, Config};
+use crate::idp::url_policy::own_listener;
 use crate::secret::Secret;
 use crate::token::b64url;
 
 /// The state file's format version.
 const VERSION: u32 = 1;
+
+/// How the temp files of a state write start; [`TEMP_RANDOM_CHARS`] random ASCII letters
+/// and digits follow (tempfile's alphabet).
+const TEMP_PREFIX: &str = ".baton-state.";
+/// How many random characters end a temp file's name.
+const TEMP_RANDOM_CHARS: usize = 6;
 
 /// Entries written through the admin API.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -227,7 +234,8 @@ impl ApiState {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
         let mut temp = tempfile::Builder::new()
-            .prefix(".baton-state.")
+            .prefix(TEMP_PREFIX)
+            .rand_bytes(TEMP_RANDOM_CHARS)
             .tempfile_in(dir)
             .map_err(|e| fail("create a temp file next to", e))?;
         temp.write_all(&json)
@@ -282,6 +290,7 @@ impl ApiState {
                     algorithms: Some(idp.algs.clone()),
                     jwks_url: idp.jwks_url.clone(),
                     discovery: false,
+                    allow_http: false,
                     key,
                     key_env: None,
                     key_file: None,
@@ -308,7 +317,8 @@ impl ApiState {
     }
 
     /// Adds or replaces the identity provider with `idp`'s (`iss`, `aud`), sealing its key.
-    /// One from the config file cannot be replaced.
+    /// One from the config file cannot be replaced, and its `jwksUrl` may not point at one of
+    /// baton's own listeners. Blocks (the URL's host is resolved).
     pub fn upsert_idp(
         &mut self,
         config: &Config,
@@ -329,6 +339,9 @@ impl ApiState {
                 .any(|i| i.issuer == iss && i.audience == aud)
         {
             return Err(read_only(&idp_label(iss.as_deref(), aud.as_deref())));
+        }
+        if let Some(jwks_url) = &request.jwks_url {
+            refuse_own_listener(jwks_url, config)?;
         }
         let key = request
             .key
@@ -497,6 +510,45 @@ impl ApiState {
     }
 }
 
+/// Removes the temp files that writes of `state_file` left when they were interrupted (a
+/// kill or a crash between creating the temp file and renaming it over the state file):
+/// regular files in its directory whose names are exactly baton's pattern
+/// (`.baton-state.` and six letters or digits), nothing else. Call at start, before any
+/// write: a temp file then belongs to no write in progress (one baton process owns a state
+/// file). Returns how many were removed; one that cannot be removed is logged and left.
+pub fn remove_stale_temp_files(state_file: &Path) -> std::io::Result<usize> {
+    let dir = state_file.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // `file_type` does not follow symlinks: a link with a matching name is not ours.
+        if !is_temp_file_name(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(
+                error = %e,
+                path = %entry.path().display(),
+                "cannot remove a stale temp file of the state file"
+            ),
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is one of [`ApiState::save`]'s temp file names.
+fn is_temp_file_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX).is_some_and(|random| {
+        random.len() == TEMP_RANDOM_CHARS && random.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 /// `POST /idps`'s body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -524,6 +576,26 @@ impl fmt::Debug for IdpRequest {
             .field("jwks_url", &self.jwks_url)
             .field("key", &self.key.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a `jwksUrl` that reaches baton's own proxy or admin listener: baton would trust
+/// its own published keys (every token it mints would pass as this IdP's), or read the admin
+/// API as a key set. An unparsable URL is left to config validation, which names it.
+fn refuse_own_listener(jwks_url: &str, config: &Config) -> Result<(), AdminError> {
+    let Ok(url) = url::Url::parse(jwks_url) else {
+        return Ok(());
+    };
+    let listeners = [
+        ("proxy", config.proxy.listen),
+        ("admin", config.admin.listen),
+    ];
+    match own_listener(&url, &listeners) {
+        Some((name, addr)) => Err(AdminError::Invalid(format!(
+            "jwksUrl points at baton's own {name} listener ({addr}); an IdP's keys must come \
+             from the IdP"
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -11,6 +11,15 @@ use serde_json::{Map, Value};
 /// The largest subject token baton reads, in bytes. Real IdP tokens are a few KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// The deepest nesting of objects and arrays in a token's claims (the claims object is 1).
+/// Real tokens nest 2 to 5 deep (Keycloak's `resource_access.<client>.roles` is 4).
+pub const MAX_CLAIMS_DEPTH: usize = 16;
+
+/// The most JSON values (objects, arrays, strings, numbers, booleans, nulls) in a token's
+/// claims. A real 16 KiB token holds a few hundred; only tiny values packed together
+/// (`[0,0,0,…]`) reach this. Bounds what a claim mapping's filters iterate over.
+pub const MAX_CLAIM_VALUES: usize = 1024;
+
 /// A token split into its parts, header and payload decoded, signature not yet checked.
 #[derive(Debug)]
 pub struct UnverifiedToken<'a> {
@@ -44,17 +53,20 @@ pub enum MalformedToken {
     /// A segment is not valid base64url.
     #[error("a segment is not valid base64url")]
     BadBase64,
-    /// The header is not a JSON object with a string `alg`.
-    #[error("the header is not a JSON object with an `alg`")]
+    /// The header is not a UTF-8 JSON object with a string `alg` (RFC 7515 §5.2).
+    #[error("the header is not a UTF-8 JSON object with an `alg`")]
     BadHeader,
+    /// The claims nest objects and arrays deeper than [`MAX_CLAIMS_DEPTH`].
+    #[error("the claims nest deeper than {MAX_CLAIMS_DEPTH} levels")]
+    ClaimsTooDeep,
     /// The header has a `crit` member; baton supports no critical extensions (RFC 7515 §4.1.11).
     #[error("the header lists critical extensions, which are not supported")]
     CriticalHeader,
     /// The token has five segments: it is encrypted (JWE), which baton does not accept.
     #[error("encrypted tokens (JWE) are not supported")]
     Encrypted,
-    /// The payload is not a JSON object.
-    #[error("the payload is not a JSON object")]
+    /// The payload is not a UTF-8 JSON object.
+    #[error("the payload is not a UTF-8 JSON object")]
     PayloadNotObject,
     /// The token is not three dot-separated segments.
     #[error("the token is not a compact JWS (three dot-separated segments)")]
@@ -62,6 +74,9 @@ pub enum MalformedToken {
     /// The token is longer than [`MAX_TOKEN_BYTES`].
     #[error("the token is longer than {MAX_TOKEN_BYTES} bytes")]
     TooLarge,
+    /// The claims hold more than [`MAX_CLAIM_VALUES`] values.
+    #[error("the claims hold more than {MAX_CLAIM_VALUES} values")]
+    TooManyClaimValues,
 }
 
 // === impl UnverifiedToken ===
@@ -86,15 +101,22 @@ impl<'a> UnverifiedToken<'a> {
         // An empty signature (RFC 7515's unsecured `alg: none` form) parses, so that the
         // algorithm check names what is wrong; no signature ever verifies as empty.
         let header_bytes = decode_segment(header_b64)?;
+        // From `str`, not bytes: serde_json checks UTF-8 only in the strings it keeps, and
+        // skips the members `Header` ignores unchecked.
+        let header_text =
+            std::str::from_utf8(&header_bytes).map_err(|_| MalformedToken::BadHeader)?;
         let header: Header =
-            serde_json::from_slice(&header_bytes).map_err(|_| MalformedToken::BadHeader)?;
+            serde_json::from_str(header_text).map_err(|_| MalformedToken::BadHeader)?;
         if header.crit.is_some() {
             return Err(MalformedToken::CriticalHeader);
         }
         let payload_bytes = decode_segment(payload_b64)?;
-        let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&payload_bytes) else {
+        let payload_text =
+            std::str::from_utf8(&payload_bytes).map_err(|_| MalformedToken::PayloadNotObject)?;
+        let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(payload_text) else {
             return Err(MalformedToken::PayloadNotObject);
         };
+        check_claims_shape(&claims)?;
         // The signature is decoded by the verifier; checking its alphabet here makes a
         // mangled signature a parse error rather than a "bad signature".
         if !signature
@@ -124,6 +146,37 @@ impl<'a> UnverifiedToken<'a> {
             _ => Vec::new(),
         }
     }
+}
+
+/// Bounds the claims' depth and size, in one walk over the parsed value (serde_json
+/// already stops at 128 levels while parsing).
+fn check_claims_shape(claims: &Map<String, Value>) -> Result<(), MalformedToken> {
+    /// `value` sits at `depth` (the claims object is at 1).
+    fn walk(value: &Value, depth: usize, count: &mut usize) -> Result<(), MalformedToken> {
+        *count += 1;
+        if *count > MAX_CLAIM_VALUES {
+            return Err(MalformedToken::TooManyClaimValues);
+        }
+        match value {
+            Value::Array(items) => walk_all(items.iter(), depth, count),
+            Value::Object(members) => walk_all(members.values(), depth, count),
+            _ => Ok(()),
+        }
+    }
+    fn walk_all<'v>(
+        children: impl Iterator<Item = &'v Value>,
+        depth: usize,
+        count: &mut usize,
+    ) -> Result<(), MalformedToken> {
+        if depth > MAX_CLAIMS_DEPTH {
+            return Err(MalformedToken::ClaimsTooDeep);
+        }
+        children
+            .into_iter()
+            .try_for_each(|child| walk(child, depth + 1, count))
+    }
+    let mut count = 1;
+    walk_all(claims.values(), 1, &mut count)
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, MalformedToken> {

@@ -621,3 +621,214 @@ async fn concurrent_writes_are_all_kept() {
     }
     assert_eq!(admin.reloads().await, ["admin applied 16"]);
 }
+
+// --- IdP URLs through the admin API ------------------------------------------------------
+
+/// A writable baton whose proxy listens on `proxy_host` (the admin listener on 127.0.0.1).
+async fn start_with_proxy_on(dir: &Path, proxy_host: &str) -> Admin {
+    let (admin_port, proxy_port) = (reserve_port(), reserve_port());
+    let text = config(admin_port, proxy_port, WRITABLE).replace(
+        &format!("listen = \"127.0.0.1:{proxy_port}\""),
+        &format!("listen = \"{proxy_host}:{proxy_port}\""),
+    );
+    assert!(text.contains(&format!("{proxy_host}:{proxy_port}")));
+    let baton = Baton::launch(dir, ([127, 0, 0, 1], proxy_port).into(), &text)
+        .envs(&[("ADMIN_TOKEN", ADMIN_TOKEN), ("MASTER_KEY", MASTER_KEY)])
+        .start()
+        .await;
+    Admin {
+        baton,
+        admin_url: format!("http://127.0.0.1:{admin_port}"),
+    }
+}
+
+impl Admin {
+    fn ports(&self) -> (u16, u16) {
+        let admin_port = self.admin_url.rsplit(':').next().unwrap().parse().unwrap();
+        (self.baton.addr.port(), admin_port)
+    }
+
+    /// `POST /idps` of an RS256 IdP with keys at `jwks_url`; the status and the error.
+    async fn post_jwks_idp(&self, jwks_url: &str) -> (u16, String) {
+        let idp = json!({
+            "iss": "https://api.idp/",
+            "algs": ["RS256"],
+            "jwksUrl": jwks_url,
+            "mapping": { "sub.$": "$.sub" },
+        });
+        let (status, body) = self.call("POST", "/idps", Some(idp)).await;
+        (
+            status,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// The admin API lists the file's IdP only, nothing was saved, and baton still serves.
+    async fn assert_nothing_saved(&self, dir: &Path) {
+        let (status, idps) = self.call("GET", "/idps", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(idps["idps"].as_array().unwrap().len(), 1, "{idps}");
+        assert_eq!(idps["idps"][0]["iss"], "https://file.idp/");
+        let files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("state"))
+            .collect();
+        assert!(files.is_empty(), "a refused write left {files:?}");
+        assert_eq!(self.call_as(None, "GET", "/healthz", None).await.0, 200);
+        let token = subject("https://file.idp/", FILE_IDP_SECRET, "user-1");
+        assert_eq!(self.exchange(&token, "file-app").await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_url_at_baton_s_own_listeners_is_refused_and_nothing_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start_with_proxy_on(dir.path(), "127.0.0.1").await;
+    let (proxy, admin_port) = admin.ports();
+    for (url, listener) in [
+        // Its own published keys: every token baton mints would pass as this IdP's.
+        (
+            format!("http://127.0.0.1:{proxy}/.well-known/jwks.json"),
+            "proxy",
+        ),
+        (
+            format!("http://localhost:{proxy}/.well-known/jwks.json"),
+            "proxy",
+        ),
+        (
+            format!("HTTP://LOCALHOST:{proxy}/.well-known/jwks.json"),
+            "proxy",
+        ),
+        (format!("http://[::ffff:127.0.0.1]:{proxy}/jwks"), "proxy"),
+        (format!("https://0.0.0.0:{proxy}/jwks"), "proxy"),
+        (format!("https://127.0.0.1:{proxy}/jwks"), "proxy"),
+        (format!("http://127.0.0.1:{admin_port}/keys"), "admin"),
+        (format!("http://localhost:{admin_port}/idps"), "admin"),
+        (format!("http://0.0.0.0:{admin_port}/idps"), "admin"),
+    ] {
+        let (status, error) = admin.post_jwks_idp(&url).await;
+        assert_eq!(status, 400, "{url}: {error}");
+        assert!(
+            error.starts_with(&format!(
+                "jwksUrl points at baton's own {listener} listener"
+            )),
+            "{url}: {error}"
+        );
+    }
+    admin.assert_nothing_saved(dir.path()).await;
+    let log = admin.baton.log();
+    assert!(
+        log.matches("admin API change refused").count() >= 9,
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_wildcard_proxy_listener_is_reached_by_every_local_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start_with_proxy_on(dir.path(), "0.0.0.0").await;
+    let (proxy, _) = admin.ports();
+    for url in [
+        format!("http://127.0.0.1:{proxy}/.well-known/jwks.json"),
+        format!("http://127.0.0.2:{proxy}/.well-known/jwks.json"),
+        format!("http://[::1]:{proxy}/.well-known/jwks.json"),
+        format!("http://localhost:{proxy}/.well-known/jwks.json"),
+    ] {
+        let (status, error) = admin.post_jwks_idp(&url).await;
+        assert_eq!(status, 400, "{url}: {error}");
+        assert!(
+            error.starts_with("jwksUrl points at baton's own proxy listener"),
+            "{url}: {error}"
+        );
+    }
+    admin.assert_nothing_saved(dir.path()).await;
+}
+
+#[tokio::test]
+async fn an_http_jwks_url_beyond_loopback_is_refused_and_allow_http_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start_with_proxy_on(dir.path(), "127.0.0.1").await;
+    let (status, error) = admin.post_jwks_idp("http://192.0.2.1/jwks.json").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(
+        error,
+        "idps[iss=https://api.idp/] (admin API).jwks_url: must be https (or a loopback \
+         address); allow_http is for [[idps]] entries of the config file only"
+    );
+    // State Backed's API has no allowHttp; baton does not add one.
+    let idp = json!({
+        "iss": "https://api.idp/",
+        "algs": ["RS256"],
+        "jwksUrl": "http://192.0.2.1/jwks.json",
+        "allowHttp": true,
+        "mapping": { "sub.$": "$.sub" },
+    });
+    let (status, body) = admin.call("POST", "/idps", Some(idp)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `allowHttp`"),
+        "{body}"
+    );
+    admin.assert_nothing_saved(dir.path()).await;
+    // An https URL elsewhere is accepted (its keys are fetched in the background).
+    let (status, error) = admin.post_jwks_idp("https://127.0.0.1:9/jwks.json").await;
+    assert_eq!(status, 204, "{error}");
+}
+
+// --- state file hygiene --------------------------------------------------------------------
+
+#[tokio::test]
+async fn stale_temp_files_of_interrupted_writes_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+    let (status, _) = admin
+        .call("POST", "/keys", Some(json!({ "name": "k", "use": "ci" })))
+        .await;
+    assert_eq!(status, 200);
+    drop(admin);
+    let state_path = dir.path().join("state.json");
+    let state = std::fs::read(&state_path).unwrap();
+
+    // What a kill -9 between creating the temp file and renaming it leaves, and files that
+    // only look like it.
+    let stale = [".baton-state.a1B2c3", ".baton-state.XYZ789"];
+    let unrelated = [
+        ".baton-state.a1B2c3.keep",
+        ".baton-state.short",
+        "baton-state.a1B2c3",
+        "state.json.bak",
+    ];
+    for name in stale.iter().chain(&unrelated) {
+        std::fs::write(dir.path().join(name), b"{\"version\":1,\"idps\":[").unwrap();
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join(".baton-state.a1B2c3"), b"x").unwrap();
+
+    let admin = start(dir.path(), WRITABLE, MASTER_KEY).await;
+    for name in stale {
+        assert!(!dir.path().join(name).exists(), "{name} is still there");
+    }
+    for name in unrelated {
+        assert!(dir.path().join(name).exists(), "{name} was removed");
+    }
+    assert!(elsewhere.path().join(".baton-state.a1B2c3").exists());
+    assert_eq!(std::fs::read(&state_path).unwrap(), state);
+    let log = admin.baton.log();
+    assert!(
+        log.lines().any(|line| line
+            .contains("removed stale temp files of interrupted state writes")
+            && line.contains("removed=2")),
+        "{log}"
+    );
+    // The state still loads and takes writes.
+    let (_, keys) = admin.call("GET", "/keys", None).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2, "{keys}");
+    let (status, _) = admin
+        .call("POST", "/keys", Some(json!({ "name": "k2", "use": "ci" })))
+        .await;
+    assert_eq!(status, 200);
+}

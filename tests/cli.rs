@@ -190,3 +190,73 @@ fn keys_generate_makes_working_keys() {
     let none = baton(&["keys", "generate", "--alg", "none"], None);
     assert!(!none.status.success());
 }
+
+/// The config of [`write_config`] with its `[[idps]]` key source lines replaced by `idp`.
+fn write_idp_config(dir: &std::path::Path, idp: &str) -> String {
+    let path = write_config(dir, "https://placeholder.test/jwks.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "issuer = \"https://idp.test\"\naudience = \"app\"\njwks_url = \"https://placeholder.test/jwks.json\"",
+        &format!("audience = \"app\"\n{idp}"),
+    );
+    assert!(!text.contains("placeholder"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_refuses_plain_http_beyond_loopback_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (idp, error) in [
+        (
+            "jwks_url = \"http://idp.example/.well-known/jwks.json\"",
+            "idps[0].jwks_url: must be https (or a loopback address) unless allow_http = true",
+        ),
+        (
+            "issuer = \"http://keycloak.internal/realms/app\"\ndiscovery = true",
+            "idps[0].issuer: must be https (or a loopback address) unless allow_http = true \
+             (discovery fetches http://keycloak.internal/realms/app/.well-known/openid-configuration)",
+        ),
+    ] {
+        let config = write_idp_config(dir.path(), idp);
+        let output = baton(&["check", "--config", &config], None);
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{shown}");
+        assert!(shown.contains("1 error in the configuration"), "{shown}");
+        assert!(shown.contains(error), "{shown}");
+        assert!(!shown.contains(": ok"), "{shown}");
+    }
+}
+
+#[test]
+fn check_accepts_plain_http_with_allow_http_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    for idp in [
+        "jwks_url = \"http://idp.example/.well-known/jwks.json\"\nallow_http = true",
+        "issuer = \"http://keycloak.internal/realms/app\"\ndiscovery = true\nallow_http = true",
+    ] {
+        let config = write_idp_config(dir.path(), idp);
+        let output = baton(&["check", "--config", &config], None);
+        let shown = text(&output);
+        assert!(output.status.success(), "{shown}");
+        assert!(shown.contains(": ok"), "{shown}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.lines().any(
+                |line| line.starts_with("warning: idps[0]: allow_http = true")
+                    && line.contains("trusted network only")
+            ),
+            "{stderr}"
+        );
+    }
+    // https and loopback http need no allow_http, and get no warning.
+    for idp in [
+        "jwks_url = \"https://idp.example/.well-known/jwks.json\"",
+        "jwks_url = \"http://localhost:8081/jwks.json\"",
+        "issuer = \"http://127.0.0.1:8081/realms/app\"\ndiscovery = true",
+    ] {
+        let config = write_idp_config(dir.path(), idp);
+        let output = baton(&["check", "--config", &config], None);
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(!text(&output).contains("allow_http"), "{}", text(&output));
+    }
+}

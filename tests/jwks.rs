@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton::config::Config;
 use baton::exchange::{ExchangeError, Exchanged, Exchanger, ExchangerOptions, Fault};
+use baton::idp::UrlPolicy;
 use baton::idp::jwks::{JwksError, JwksPolicy};
 use baton::idp::verify::VerifyError;
 use jsonwebtoken::Algorithm;
@@ -563,7 +564,12 @@ async fn unusable_keys_are_skipped_not_fatal() {
 
     let set = exchanger
         .jwks()
-        .key_set(&server.jwks_url(), Some("real"), Algorithm::RS256)
+        .key_set(
+            &server.jwks_url(),
+            UrlPolicy::default(),
+            Some("real"),
+            Algorithm::RS256,
+        )
         .await
         .expect("key set");
     assert_eq!((set.len(), set.skipped()), (1, 3));
@@ -688,4 +694,301 @@ async fn no_store_counts_as_zero_then_min_ttl() {
     let jwks = short_ttls(Duration::from_secs(1), Duration::from_secs(3600));
     let requests = requests_after("no-store", jwks, Duration::from_millis(1100)).await;
     assert_eq!(requests, 2);
+}
+
+// --- 9. URL rules: https or loopback, redirects (the real binary) -------------------------
+
+/// What a [`RouteServer`] path answers.
+#[derive(Clone)]
+enum Route {
+    /// 302 to this location.
+    Redirect(String),
+    /// 200 with this JSON.
+    Json(Value),
+}
+
+/// A loopback HTTP server answering fixed routes (redirects, a discovery document), counting
+/// the requests each path gets.
+struct RouteServer {
+    addr: std::net::SocketAddr,
+    hits: Arc<parking_lot::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RouteServer {
+    /// Starts on 127.0.0.1:0; `routes` gets the server's base URL and names the routes.
+    async fn start(routes: impl FnOnce(&str) -> Vec<(String, Route)>) -> Self {
+        use http_body_util::Full;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes: Arc<Vec<(String, Route)>> = Arc::new(routes(&format!("http://{addr}")));
+        let hits = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&hits);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (routes, seen) = (Arc::clone(&routes), Arc::clone(&seen));
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let path = req.uri().path().to_owned();
+                        seen.lock().push(path.clone());
+                        let route = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r);
+                        let response = match route {
+                            Some(Route::Redirect(location)) => hyper::Response::builder()
+                                .status(302)
+                                .header("location", location.as_str())
+                                .body(Full::new(bytes::Bytes::new())),
+                            Some(Route::Json(body)) => hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(body.to_string()))),
+                            None => hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(bytes::Bytes::new())),
+                        };
+                        async move { response }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, hits, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The paths requested so far, in order.
+    fn hits(&self) -> Vec<String> {
+        self.hits.lock().clone()
+    }
+}
+
+impl Drop for RouteServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `/hop/{n}` redirects to `/hop/{n-1}`, and `/hop/1` to `target`: fetching `/hop/{n}`
+/// takes `n` redirects.
+fn hops(base: &str, target: &str, most: usize) -> Vec<(String, Route)> {
+    (1..=most)
+        .map(|n| {
+            let location = if n == 1 {
+                target.to_owned()
+            } else {
+                format!("{base}/hop/{}", n - 1)
+            };
+            (format!("/hop/{n}"), Route::Redirect(location))
+        })
+        .collect()
+}
+
+/// `baton serve` with [`MINTING`] and `idp` (an `[[idps]]` entry's lines).
+async fn serve_with_idp(dir: &Path, idp: &str) -> support::baton::Baton {
+    let addr = support::baton::reserve_addr();
+    let config = format!(
+        r#"
+[proxy]
+listen = "{addr}"
+upstream = "127.0.0.1:{upstream}"
+service = "app"
+threads = 1
+
+[admin]
+listen = "127.0.0.1:{admin}"
+{MINTING}
+[[idps]]
+audience = "{AUD}"
+algorithms = ["RS256"]
+mapping = {{ "sub.$" = "$.sub" }}
+{idp}
+"#,
+        upstream = support::baton::reserve_port(),
+        admin = support::baton::reserve_port(),
+    );
+    support::baton::Baton::launch(dir, addr, &config)
+        .start()
+        .await
+}
+
+/// `POST /tokens` for `app`: the status and the JSON body.
+async fn exchange_on(baton: &support::baton::Baton, subject_token: &str) -> (u16, Value) {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair(
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        )
+        .append_pair("subject_token", subject_token)
+        .append_pair("audience", "app")
+        .finish();
+    let response = reqwest::Client::new()
+        .post(baton.url("/tokens"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The log lines of refused exchanges.
+fn refusals(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains("outcome=\"refused\"") || line.contains("outcome=refused"))
+        .collect()
+}
+
+#[tokio::test]
+async fn three_redirects_are_followed_and_a_fourth_is_refused() {
+    let key = TestKey::generate(Algorithm::RS256, "k1");
+    let jwks = JwksServer::start(vec![key.jwk.clone()]).await;
+    let redirects = RouteServer::start(|base| hops(base, &jwks.jwks_url(), 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Three: followed to the keys.
+    let three = serve_with_idp(
+        dir.path(),
+        &format!("jwks_url = \"{}\"", redirects.url("/hop/3")),
+    )
+    .await;
+    let token = key.sign(&json!({ "aud": AUD, "sub": "alice", "exp": now() + 600 }));
+    let (status, body) = exchange_on(&three, &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(jwks.jwks_requests() >= 1);
+    drop(three);
+
+    // Four: refused at the fourth, which is never requested, and neither are the keys.
+    let requests_before = jwks.jwks_requests();
+    let hits_before = redirects.hits().len();
+    let four = serve_with_idp(
+        dir.path(),
+        &format!("jwks_url = \"{}\"", redirects.url("/hop/4")),
+    )
+    .await;
+    let token = key.sign(&json!({ "aud": AUD, "sub": "bob", "exp": now() + 600 }));
+    let (status, body) = exchange_on(&four, &token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&token));
+    assert_eq!(
+        jwks.jwks_requests(),
+        requests_before,
+        "the keys were fetched"
+    );
+    let hits: Vec<String> = redirects.hits()[hits_before..].to_vec();
+    assert!(
+        hits.iter().all(|path| path != "/hop/0") && hits.contains(&"/hop/1".to_owned()),
+        "{hits:?}"
+    );
+    let log = four.log();
+    let refused = refusals(&log);
+    assert!(
+        refused.iter().any(|line| line.contains(&format!(
+            "redirect to {} refused: more than 3 redirects",
+            jwks.jwks_url()
+        ))),
+        "{log}"
+    );
+    assert!(!log.contains(&token));
+    // Still serving.
+    assert_eq!(exchange_on(&four, &token).await.0, 503);
+}
+
+#[tokio::test]
+async fn a_redirect_to_plain_http_beyond_loopback_is_refused_without_connecting() {
+    let key = TestKey::generate(Algorithm::RS256, "k1");
+    // TEST-NET-1 (RFC 5737): nothing answers there; a connection attempt would time out or
+    // fail, and the log would say so.
+    let redirects = RouteServer::start(|base| {
+        let mut routes = hops(base, "http://192.0.2.1/jwks.json", 1);
+        routes.push((
+            "/relative".to_owned(),
+            Route::Redirect("//192.0.2.1:80/jwks.json".to_owned()),
+        ));
+        routes
+    })
+    .await;
+    for start in ["/hop/1", "/relative"] {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = serve_with_idp(
+            dir.path(),
+            &format!("jwks_url = \"{}\"", redirects.url(start)),
+        )
+        .await;
+        let token = key.sign(&json!({ "aud": AUD, "sub": "alice", "exp": now() + 600 }));
+        let (status, body) = exchange_on(&baton, &token).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("temporarily_unavailable")),
+            "{body}"
+        );
+        let log = baton.log();
+        let reason = "redirect to http://192.0.2.1/jwks.json refused: must be https \
+                      (or a loopback address) unless allow_http = true";
+        assert!(
+            refusals(&log).iter().any(|line| line.contains(reason)),
+            "{start}: {log}"
+        );
+        assert!(
+            !log.contains("timed out") && !log.contains("connection failed"),
+            "{start}: {log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_discovery_document_with_an_http_jwks_uri_beyond_loopback_is_refused() {
+    let key = TestKey::generate(Algorithm::RS256, "k1");
+    let discovery = RouteServer::start(|base| {
+        vec![(
+            "/.well-known/openid-configuration".to_owned(),
+            Route::Json(json!({ "issuer": base, "jwks_uri": "http://192.0.2.1/jwks.json" })),
+        )]
+    })
+    .await;
+    let issuer = format!("http://{}", discovery.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let baton = serve_with_idp(
+        dir.path(),
+        &format!("issuer = \"{issuer}\"\ndiscovery = true"),
+    )
+    .await;
+    let token = key.sign(&json!({ "iss": issuer, "aud": AUD, "sub": "alice", "exp": now() + 600 }));
+    let (status, body) = exchange_on(&baton, &token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    assert!(
+        discovery
+            .hits()
+            .iter()
+            .all(|path| path == "/.well-known/openid-configuration")
+    );
+    let log = baton.log();
+    let reason = format!(
+        "refused to fetch http://192.0.2.1/jwks.json (the jwks_uri of \
+         {issuer}/.well-known/openid-configuration): must be https (or a loopback address) \
+         unless allow_http = true"
+    );
+    assert!(
+        refusals(&log).iter().any(|line| line.contains(&reason)),
+        "{log}"
+    );
+    assert!(
+        !log.contains("timed out") && !log.contains("connection failed"),
+        "{log}"
+    );
 }

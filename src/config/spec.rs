@@ -127,6 +127,10 @@ pub struct IdpSpec {
     pub jwks_url: Option<String>,
     #[serde(default)]
     pub discovery: bool,
+    /// Fetch `jwks_url` or discovery over plain http from any host, not only loopback
+    /// (unsafe outside a trusted network; `baton check` warns).
+    #[serde(default)]
+    pub allow_http: bool,
     pub key: Option<InlineSecret>,
     pub key_env: Option<String>,
     pub key_file: Option<String>,

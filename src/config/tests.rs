@@ -435,6 +435,7 @@ mapping = { "sub.$" = "$.sub" }
         algorithms: Some(vec!["HS256".into()]),
         jwks_url: None,
         discovery: false,
+        allow_http: false,
         key: Some(spec::InlineSecret("b3RoZXI".into())),
         key_env: None,
         key_file: None,
@@ -455,4 +456,158 @@ mapping = { "sub.$" = "$.sub" }
         "{errors:?}"
     );
     assert_eq!(errors[0].position, None);
+}
+
+#[test]
+fn a_route_prefix_must_be_a_normalized_path() {
+    let with_routes = |prefixes: &[&str]| {
+        let routes: String = prefixes
+            .iter()
+            .map(|p| format!("[[proxy.routes]]\nprefix = {p:?}\nskip = true\n"))
+            .collect();
+        VALID.replace("[[keys]]", &format!("{routes}\n[[keys]]"))
+    };
+    let errors = errors(&with_routes(&[
+        "/a/../b", "/a//b", "/%61pi", "/a/./b", "/x%2Fy",
+    ]));
+    for i in 0..5 {
+        assert_error(
+            &errors,
+            &format!("proxy.routes[{i}].prefix"),
+            "a normalized path",
+        );
+    }
+    let config = load(&with_routes(&[
+        "/health",
+        "/api/",
+        "/files%20x",
+        "/.well-known/x",
+    ]))
+    .unwrap();
+    let prefixes: Vec<&str> = config
+        .proxy
+        .routes
+        .iter()
+        .map(|r| r.prefix.as_str())
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["/health", "/api", "/files%20x", "/.well-known/x"]
+    );
+}
+
+/// A file with one `[[idps]]` entry holding `idp` (and an audience), and nothing else.
+fn one_idp(idp: &str) -> String {
+    format!("[[idps]]\naudience = \"app\"\nmapping = {{}}\n{idp}\n")
+}
+
+#[test]
+fn jwks_urls_are_https_or_loopback_unless_allow_http() {
+    for fine in [
+        "https://idp.example/jwks",
+        "http://127.0.0.1:8080/jwks",
+        "http://localhost/jwks",
+        "http://[::1]:9/jwks",
+    ] {
+        let config = load(&one_idp(&format!("jwks_url = \"{fine}\"")))
+            .unwrap_or_else(|e| panic!("{fine}: {e}"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.idps[0].url_policy, UrlPolicy::HttpsOrLoopback);
+    }
+    for remote in ["http://idp.example/jwks", "http://0.0.0.0:8080/jwks"] {
+        let errors = errors(&one_idp(&format!("jwks_url = \"{remote}\"")));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "1:1: idps[0].jwks_url: must be https (or a loopback address) unless allow_http = true"
+        );
+    }
+    let allowed = load(&one_idp(
+        "jwks_url = \"http://idp.example/jwks\"\nallow_http = true",
+    ))
+    .unwrap();
+    assert_eq!(allowed.idps[0].url_policy, UrlPolicy::InsecureHttpAllowed);
+    assert_eq!(allowed.warnings.len(), 1, "{:?}", allowed.warnings);
+    assert!(
+        allowed.warnings[0].starts_with("idps[0]: allow_http = true")
+            && allowed.warnings[0].contains("trusted network"),
+        "{:?}",
+        allowed.warnings
+    );
+    // allow_http never admits another scheme.
+    let ftp = errors(&one_idp(
+        "jwks_url = \"ftp://idp.example/jwks\"\nallow_http = true",
+    ));
+    assert_error(&ftp, "idps[0].jwks_url", "is not an http(s) URL");
+}
+
+#[test]
+fn a_discovery_issuer_obeys_the_same_rule() {
+    let plain = errors(&one_idp(
+        "issuer = \"http://idp.example/realms/x\"\ndiscovery = true",
+    ));
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert_eq!(plain[0].path, "idps[0].issuer");
+    assert_eq!(
+        plain[0].message,
+        "must be https (or a loopback address) unless allow_http = true \
+         (discovery fetches http://idp.example/realms/x/.well-known/openid-configuration)"
+    );
+    let not_a_url = errors(&one_idp("issuer = \"idp.example\"\ndiscovery = true"));
+    assert_error(&not_a_url, "idps[0].issuer", "is not an http(s) URL");
+    for fine in [
+        "issuer = \"https://idp.example/\"\ndiscovery = true",
+        "issuer = \"http://127.0.0.1:8080\"\ndiscovery = true",
+        "issuer = \"http://idp.example\"\ndiscovery = true\nallow_http = true",
+    ] {
+        load(&one_idp(fine)).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+    // Without discovery the issuer is only compared, never fetched: any string will do.
+    let secret = load(&one_idp(
+        "issuer = \"http://idp.example\"\nkey_env = \"SUPABASE_SECRET\"\nalgorithms = [\"HS256\"]",
+    ));
+    assert!(secret.is_ok(), "{secret:?}");
+}
+
+#[test]
+fn allow_http_without_a_fetched_key_is_an_error() {
+    let errors = errors(&one_idp(
+        "key_env = \"SUPABASE_SECRET\"\nalgorithms = [\"HS256\"]\nallow_http = true",
+    ));
+    assert_error(
+        &errors,
+        "idps[0].allow_http",
+        "applies to jwks_url and discovery only",
+    );
+}
+
+#[test]
+fn an_api_entry_has_no_allow_http_way_out() {
+    let remote = IdpSpec {
+        name: None,
+        issuer: Some("https://api.idp/".into()),
+        audience: None,
+        algorithms: Some(vec!["RS256".into()]),
+        jwks_url: Some("http://idp.example/jwks".into()),
+        discovery: false,
+        allow_http: false,
+        key: None,
+        key_env: None,
+        key_file: None,
+        leeway: None,
+        mapping: serde_json::Map::new(),
+    };
+    let api = ApiEntries {
+        idps: vec![("idps[iss=https://api.idp/] (admin API)".into(), remote)],
+        ..ApiEntries::default()
+    };
+    let errors = Config::from_toml_with("", Path::new("."), &|_| None, api)
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "idps[iss=https://api.idp/] (admin API).jwks_url: must be https (or a loopback \
+         address); allow_http is for [[idps]] entries of the config file only"
+    );
 }

@@ -7,7 +7,11 @@
 //!   one every 30 s, so a flood of made-up kids costs one request to the IdP;
 //! - a failed fetch keeps serving the last good set (stale-if-error) for up to 24 h;
 //! - keys that cannot be parsed, that are not for signatures, or that are symmetric are
-//!   skipped, never fatal.
+//!   skipped, never fatal;
+//! - every URL fetched, and every redirect followed, obeys the IdP's [`UrlPolicy`]
+//!   ([`super::url_policy`]): `https` unless loopback or `allow_http`, at most three
+//!   redirects, never from `https` to `http`. Each policy has its own client and caches, so
+//!   an IdP with `allow_http` never shares a fetch with one without.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +23,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::url_policy::{self, RedirectRefused, UrlPolicy, UrlRefusal};
 use crate::algorithm;
 
 /// How long a key set is fresh when the response says nothing.
@@ -90,6 +95,16 @@ pub enum JwksError {
         /// What went wrong (never includes a token).
         reason: String,
     },
+    /// A URL the IdP's [`UrlPolicy`] refuses: never fetched.
+    #[error("refused to fetch {url}{context}: {reason}")]
+    RefusedUrl {
+        /// The URL refused.
+        url: String,
+        /// Where it came from, when not from the config (` (the jwks_uri of …)`).
+        context: String,
+        /// The rule it breaks.
+        reason: UrlRefusal,
+    },
 }
 
 /// Counters of fetches, for metrics and tests.
@@ -113,16 +128,25 @@ pub struct JwksCache {
 
 #[derive(Debug)]
 struct Inner {
-    client: reqwest::Client,
     policy: JwksPolicy,
+    https_or_loopback: Lane,
+    insecure_http: Lane,
+    stats: JwksStats,
+}
+
+/// The client and caches of one [`UrlPolicy`].
+#[derive(Debug)]
+struct Lane {
+    /// Its redirect policy applies the lane's [`UrlPolicy`] to every hop.
+    client: reqwest::Client,
     sets: moka::sync::Cache<String, Arc<Entry>>,
     discovered: moka::future::Cache<String, Arc<str>>,
-    stats: JwksStats,
 }
 
 #[derive(Debug)]
 struct Entry {
     url: String,
+    url_policy: UrlPolicy,
     current: ArcSwapOption<KeySet>,
     fetch_lock: tokio::sync::Mutex<()>,
     last_kid_refetch: parking_lot::Mutex<Option<Instant>>,
@@ -164,26 +188,10 @@ impl Default for JwksPolicy {
 impl JwksCache {
     /// A cache fetching with `policy`.
     pub fn new(policy: JwksPolicy) -> Result<Self, JwksError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.request_timeout)
-            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| JwksError::Fetch {
-                url: String::new(),
-                reason: format!("HTTP client: {e}"),
-            })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
-                sets: moka::sync::Cache::builder()
-                    .max_capacity(1024)
-                    .time_to_idle(policy.stale_limit)
-                    .build(),
-                discovered: moka::future::Cache::builder()
-                    .max_capacity(1024)
-                    .time_to_live(Duration::from_secs(3600))
-                    .build(),
+                https_or_loopback: Lane::new(&policy, UrlPolicy::HttpsOrLoopback)?,
+                insecure_http: Lane::new(&policy, UrlPolicy::InsecureHttpAllowed)?,
                 policy,
                 stats: JwksStats::default(),
             }),
@@ -195,18 +203,36 @@ impl JwksCache {
         &self.inner.stats
     }
 
-    /// The JWKS URL of `issuer`, by OIDC discovery (cached for an hour).
-    pub async fn discover(&self, issuer: &str) -> Result<Arc<str>, JwksError> {
+    /// The JWKS URL of `issuer`, by OIDC discovery (cached for an hour). The discovery URL
+    /// and the document's `jwks_uri` must both pass `url_policy`.
+    pub async fn discover(
+        &self,
+        issuer: &str,
+        url_policy: UrlPolicy,
+    ) -> Result<Arc<str>, JwksError> {
         let inner = Arc::clone(&self.inner);
         self.inner
+            .lane(url_policy)
             .discovered
             .try_get_with(issuer.to_owned(), async move {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    issuer.trim_end_matches('/')
-                );
-                let body = inner.fetch_body(&url).await?.0;
-                discovered_jwks_uri(&url, issuer, &body).map(Arc::from)
+                let url = discovery_url(issuer);
+                let body = inner.fetch_body(&url, url_policy).await?.0;
+                let jwks_uri = discovered_jwks_uri(&url, issuer, &body)?;
+                // The document is as trusted as the keys it points at: its `jwks_uri` obeys
+                // the same rule as a configured `jwks_url`.
+                check(&jwks_uri, url_policy).map_err(|refusal| match refusal {
+                    JwksError::RefusedUrl {
+                        url: jwks_uri,
+                        reason,
+                        ..
+                    } => JwksError::RefusedUrl {
+                        url: jwks_uri,
+                        context: format!(" (the jwks_uri of {url})"),
+                        reason,
+                    },
+                    other => other,
+                })?;
+                Ok(Arc::from(jwks_uri))
             })
             .await
             .map_err(|e| (*e).clone())
@@ -219,10 +245,11 @@ impl JwksCache {
     pub async fn key_set(
         &self,
         url: &str,
+        url_policy: UrlPolicy,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<KeySet>, JwksError> {
-        let entry = self.entry(url);
+        let entry = self.entry(url, url_policy);
         let set = self.current_set(&entry).await?;
         if set.find(kid, alg).next().is_some() {
             return Ok(set);
@@ -231,31 +258,36 @@ impl JwksCache {
     }
 
     /// Fetches the key set at `url` unless a fresh one is cached (start-up and readiness).
-    pub async fn prefetch(&self, url: &str) -> Result<(), JwksError> {
-        let entry = self.entry(url);
+    pub async fn prefetch(&self, url: &str, url_policy: UrlPolicy) -> Result<(), JwksError> {
+        let entry = self.entry(url, url_policy);
         self.current_set(&entry).await.map(|_| ())
     }
 
     /// Whether a usable key set for `url` is at hand (fresh, or stale within the limit).
-    pub fn has_keys(&self, url: &str) -> bool {
-        self.inner.sets.get(url).is_some_and(|entry| {
-            entry
-                .current
-                .load()
-                .as_ref()
-                .is_some_and(|set| set.fetched_at.elapsed() < self.inner.policy.stale_limit)
-        })
+    pub fn has_keys(&self, url: &str, url_policy: UrlPolicy) -> bool {
+        self.inner
+            .lane(url_policy)
+            .sets
+            .get(url)
+            .is_some_and(|entry| {
+                entry
+                    .current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|set| set.fetched_at.elapsed() < self.inner.policy.stale_limit)
+            })
     }
 
     /// The JWKS URL discovery found for `issuer`, if it has run.
-    pub async fn discovered(&self, issuer: &str) -> Option<Arc<str>> {
-        self.inner.discovered.get(issuer).await
+    pub async fn discovered(&self, issuer: &str, url_policy: UrlPolicy) -> Option<Arc<str>> {
+        self.inner.lane(url_policy).discovered.get(issuer).await
     }
 
-    fn entry(&self, url: &str) -> Arc<Entry> {
-        self.inner.sets.get_with_by_ref(url, || {
+    fn entry(&self, url: &str, url_policy: UrlPolicy) -> Arc<Entry> {
+        self.inner.lane(url_policy).sets.get_with_by_ref(url, || {
             Arc::new(Entry {
                 url: url.to_owned(),
+                url_policy,
                 current: ArcSwapOption::empty(),
                 fetch_lock: tokio::sync::Mutex::new(()),
                 last_kid_refetch: parking_lot::Mutex::new(None),
@@ -363,12 +395,56 @@ impl JwksCache {
     }
 }
 
+// === impl Lane ===
+
+impl Lane {
+    fn new(policy: &JwksPolicy, url_policy: UrlPolicy) -> Result<Self, JwksError> {
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            match url_policy::check_redirect(attempt.previous(), attempt.url(), url_policy) {
+                Ok(()) => attempt.follow(),
+                Err(reason) => {
+                    let to = attempt.url().to_string();
+                    attempt.error(RedirectRefused { to, reason })
+                }
+            }
+        });
+        let client = reqwest::Client::builder()
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.request_timeout)
+            .redirect(redirects)
+            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| JwksError::Fetch {
+                url: String::new(),
+                reason: format!("HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            client,
+            sets: moka::sync::Cache::builder()
+                .max_capacity(1024)
+                .time_to_idle(policy.stale_limit)
+                .build(),
+            discovered: moka::future::Cache::builder()
+                .max_capacity(1024)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        })
+    }
+}
+
 // === impl Inner ===
 
 impl Inner {
+    fn lane(&self, url_policy: UrlPolicy) -> &Lane {
+        match url_policy {
+            UrlPolicy::HttpsOrLoopback => &self.https_or_loopback,
+            UrlPolicy::InsecureHttpAllowed => &self.insecure_http,
+        }
+    }
+
     /// Fetches `entry`'s URL, stores the new set, and returns it. Call under `fetch_lock`.
     async fn fetch_into(&self, entry: &Entry) -> Result<Arc<KeySet>, JwksError> {
-        match self.fetch_key_set(&entry.url).await {
+        match self.fetch_key_set(&entry.url, entry.url_policy).await {
             Ok(set) => {
                 self.stats.fetched.fetch_add(1, Ordering::Relaxed);
                 let set = Arc::new(set);
@@ -388,8 +464,8 @@ impl Inner {
         }
     }
 
-    async fn fetch_key_set(&self, url: &str) -> Result<KeySet, JwksError> {
-        let (body, max_age) = self.fetch_body(url).await?;
+    async fn fetch_key_set(&self, url: &str, url_policy: UrlPolicy) -> Result<KeySet, JwksError> {
+        let (body, max_age) = self.fetch_body(url, url_policy).await?;
         let policy = &self.policy;
         let ttl = max_age
             .unwrap_or(policy.default_ttl)
@@ -397,14 +473,22 @@ impl Inner {
         KeySet::from_document(url, &body, ttl)
     }
 
-    /// GETs `url`, insisting on a 2xx and a body under the cap. Returns the body and the
-    /// response's `max-age`.
-    async fn fetch_body(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
+    /// GETs `url` (if `url_policy` allows it, and each redirect too), insisting on a 2xx and
+    /// a body under the cap. Returns the body and the response's `max-age`.
+    async fn fetch_body(
+        &self,
+        url: &str,
+        url_policy: UrlPolicy,
+    ) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
+        // Config validation checked the URLs it knows; this also covers any other (belt and
+        // braces), before a connection is made.
+        check(url, url_policy)?;
         let fail = |reason: String| JwksError::Fetch {
             url: url.to_owned(),
             reason,
         };
         let mut response = self
+            .lane(url_policy)
             .client
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
@@ -626,7 +710,37 @@ fn max_age(cache_control: &str) -> Option<Duration> {
     None
 }
 
+/// `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4).
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// Whether `url` is an absolute URL `url_policy` lets baton fetch.
+fn check(url: &str, url_policy: UrlPolicy) -> Result<(), JwksError> {
+    let refused = |reason| JwksError::RefusedUrl {
+        url: url.to_owned(),
+        context: String::new(),
+        reason,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| JwksError::Fetch {
+        url: url.to_owned(),
+        reason: format!("not an absolute URL: {e}"),
+    })?;
+    url_policy::check_url(&parsed, url_policy).map_err(refused)
+}
+
 fn describe_reqwest(e: &reqwest::Error) -> String {
+    // A redirect the policy refused: say which rule, not reqwest's generic wording.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+            return refused.to_string();
+        }
+        source = cause.source();
+    }
     if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {

@@ -7,6 +7,7 @@ fn idp(name: &str, issuer: Option<&str>, audience: Option<&str>) -> Arc<Identity
         audience: audience.map(str::to_owned),
         algorithms: vec![Algorithm::RS256],
         keys: KeySource::Discovery,
+        url_policy: UrlPolicy::default(),
         leeway: DEFAULT_LEEWAY,
         mapping: ClaimMapper::empty(),
     })

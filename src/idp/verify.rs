@@ -178,14 +178,14 @@ impl Verifier {
                 // Validation guarantees a discovery IdP has an issuer.
                 let issuer = idp.issuer.as_deref().unwrap_or_default();
                 self.jwks
-                    .discover(issuer)
+                    .discover(issuer, idp.url_policy)
                     .await
                     .map_err(VerifyError::KeysUnavailable)?
             }
         };
         let set = self
             .jwks
-            .key_set(&jwks_url, kid, alg)
+            .key_set(&jwks_url, idp.url_policy, kid, alg)
             .await
             .map_err(VerifyError::KeysUnavailable)?;
         let mut candidates = set.find(kid, alg).peekable();

@@ -247,3 +247,111 @@ fn upserts_replace_the_entry_with_the_same_identity() {
         Err(AdminError::Invalid(_))
     ));
 }
+
+#[test]
+fn a_jwks_url_at_baton_s_own_listeners_is_refused() {
+    let config = Config::from_toml(
+        "[proxy]\nlisten = \"0.0.0.0:18080\"\n[admin]\nlisten = \"127.0.0.1:19901\"\n",
+        Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    let mut state = ApiState::empty();
+    for (url, listener) in [
+        ("http://127.0.0.1:18080/.well-known/jwks.json", "proxy"),
+        ("http://localhost:18080/.well-known/jwks.json", "proxy"),
+        ("http://127.0.0.2:18080/.well-known/jwks.json", "proxy"),
+        ("http://[::1]:18080/.well-known/jwks.json", "proxy"),
+        ("http://0.0.0.0:18080/.well-known/jwks.json", "proxy"),
+        ("https://127.0.0.1:18080/jwks", "proxy"),
+        ("http://127.0.0.1:19901/keys", "admin"),
+        ("http://[::ffff:127.0.0.1]:19901/keys", "admin"),
+        ("http://0.0.0.0:19901/keys", "admin"),
+    ] {
+        let mut request = idp_request("https://api.idp/", None);
+        request.algs = vec!["RS256".to_owned()];
+        request.jwks_url = Some(url.to_owned());
+        let error = state.upsert_idp(&config, &master(), request).unwrap_err();
+        assert!(
+            matches!(&error, AdminError::Invalid(m) if m.starts_with(&format!("jwksUrl points at baton's own {listener} listener"))),
+            "{url}: {error:?}"
+        );
+        assert_eq!(state, ApiState::empty(), "{url}: nothing is kept");
+    }
+    // Another port, or the admin listener's port on another loopback address (it listens on
+    // 127.0.0.1 only), reaches neither.
+    for url in [
+        "http://127.0.0.1:18081/jwks",
+        "http://127.0.0.2:19901/jwks",
+        "https://idp.example/jwks",
+    ] {
+        let mut request = idp_request("https://api.idp/", None);
+        request.algs = vec!["RS256".to_owned()];
+        request.jwks_url = Some(url.to_owned());
+        let mut fresh = ApiState::empty();
+        fresh
+            .upsert_idp(&config, &master(), request)
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn only_baton_s_own_stale_temp_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let state = ApiState::empty();
+    state.save(&state_file, &master()).unwrap();
+    let stale = [".baton-state.AbC123", ".baton-state.zzzzzz"];
+    let unrelated = [
+        ".baton-state.",
+        ".baton-state.abc",
+        ".baton-state.abcdefg",
+        ".baton-state.abc-12",
+        ".baton-state.AbC123.bak",
+        "baton-state.AbC123",
+        "notes.txt",
+    ];
+    for name in stale.iter().chain(&unrelated) {
+        std::fs::write(dir.path().join(name), b"partial").unwrap();
+    }
+    // A directory and a symlink with matching names are not temp files.
+    std::fs::create_dir(dir.path().join(".baton-state.dir123")).unwrap();
+    std::os::unix::fs::symlink("notes.txt", dir.path().join(".baton-state.link12")).unwrap();
+
+    assert_eq!(remove_stale_temp_files(&state_file).unwrap(), stale.len());
+    for name in stale {
+        assert!(!dir.path().join(name).exists(), "{name} stays");
+    }
+    for name in unrelated
+        .iter()
+        .chain(&[".baton-state.dir123", ".baton-state.link12"])
+    {
+        assert!(
+            dir.path().join(name).symlink_metadata().is_ok(),
+            "{name} was removed"
+        );
+    }
+    assert_eq!(ApiState::load(&state_file, &master()).unwrap(), state);
+    assert_eq!(remove_stale_temp_files(&state_file).unwrap(), 0);
+}
+
+#[test]
+fn save_names_its_temp_files_with_the_pattern_clean_up_removes() {
+    // The names tempfile makes with the builder `save` uses match `is_temp_file_name`.
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..20 {
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .rand_bytes(TEMP_RANDOM_CHARS)
+            .tempfile_in(dir.path())
+            .unwrap();
+        let name = temp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(is_temp_file_name(&name), "{name}");
+    }
+}

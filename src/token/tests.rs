@@ -64,3 +64,73 @@ fn audience_of_other_types_is_empty() {
             .is_empty()
     );
 }
+
+fn token_with(header: &[u8], payload: &[u8]) -> String {
+    format!("{}.{}.c2ln", b64url(header), b64url(payload))
+}
+
+#[test]
+fn a_header_or_payload_that_is_not_utf8_is_refused() {
+    // RFC 7515 §5.2: the header is UTF-8 JSON. A member baton ignores is still checked.
+    let header = b"{\"alg\":\"RS256\",\"x\":\"\xff\xfe\"}";
+    let payload = br#"{"sub":"x"}"#;
+    assert_eq!(
+        UnverifiedToken::parse(&token_with(header, payload)).map(|_| ()),
+        Err(MalformedToken::BadHeader)
+    );
+    let header = b"{\"alg\":\"RS256\",\"\xc3\":1}";
+    assert_eq!(
+        UnverifiedToken::parse(&token_with(header, payload)).map(|_| ()),
+        Err(MalformedToken::BadHeader)
+    );
+    let payload = b"{\"sub\":\"x\",\"n\":\"\xed\xa0\x80\"}";
+    assert_eq!(
+        UnverifiedToken::parse(&token_with(br#"{"alg":"RS256"}"#, payload)).map(|_| ()),
+        Err(MalformedToken::PayloadNotObject)
+    );
+    // Non-ASCII that is valid UTF-8 is fine.
+    let header = "{\"alg\":\"RS256\",\"x\":\"héllo\"}".as_bytes();
+    let payload = "{\"name\":\"Zoë\"}".as_bytes();
+    assert!(UnverifiedToken::parse(&token_with(header, payload)).is_ok());
+}
+
+/// Claims `{"c": [[…[0]…]]}` whose deepest array sits at `depth` (the claims object is 1).
+fn nested_claims(depth: usize) -> String {
+    let arrays = depth - 1;
+    format!(r#"{{"c":{}0{}}}"#, "[".repeat(arrays), "]".repeat(arrays))
+}
+
+#[test]
+fn claims_deeper_than_the_bound_are_refused() {
+    let header = br#"{"alg":"RS256"}"#;
+    let at_bound = nested_claims(MAX_CLAIMS_DEPTH);
+    assert!(UnverifiedToken::parse(&token_with(header, at_bound.as_bytes())).is_ok());
+    let past = nested_claims(MAX_CLAIMS_DEPTH + 1);
+    assert_eq!(
+        UnverifiedToken::parse(&token_with(header, past.as_bytes())).map(|_| ()),
+        Err(MalformedToken::ClaimsTooDeep)
+    );
+    let objects = format!(
+        "{}1{}",
+        r#"{"o":"#.repeat(MAX_CLAIMS_DEPTH + 1),
+        "}".repeat(MAX_CLAIMS_DEPTH + 1)
+    );
+    assert_eq!(
+        UnverifiedToken::parse(&token_with(header, objects.as_bytes())).map(|_| ()),
+        Err(MalformedToken::ClaimsTooDeep)
+    );
+}
+
+#[test]
+fn claims_with_more_values_than_the_bound_are_refused() {
+    let header = br#"{"alg":"RS256"}"#;
+    // The object, the array, and its elements.
+    let zeros = |n: usize| format!(r#"{{"a":[{}]}}"#, vec!["0"; n].join(","));
+    let at_bound = zeros(MAX_CLAIM_VALUES - 2);
+    assert!(UnverifiedToken::parse(&token_with(header, at_bound.as_bytes())).is_ok());
+    let past = zeros(MAX_CLAIM_VALUES - 1);
+    assert_eq!(
+        UnverifiedToken::parse(&token_with(header, past.as_bytes())).map(|_| ()),
+        Err(MalformedToken::TooManyClaimValues)
+    );
+}
