@@ -232,7 +232,7 @@ impl JwksCache {
                     },
                     other => other,
                 })?;
-                Ok(Arc::from(jwks_uri))
+                Ok::<_, JwksError>(Arc::from(jwks_uri))
             })
             .await
             .map_err(|e| (*e).clone())
