@@ -18,10 +18,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 shift || true
-all_targets=(token jsonpath token_request config jwks)
-if [ -f fuzz/fuzz_targets/path.rs ]; then
-  all_targets+=(path)
-fi
+all_targets=(token jsonpath token_request config jwks path)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=("${all_targets[@]}")

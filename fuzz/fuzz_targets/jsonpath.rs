@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mapper) = ClaimMapper::compile(&mapping) else {
         return;
     };
+    // An error is the claims' size bound (MAX_MAPPED_VALUES): the exchange refuses the token.
     let output = mapper.apply(&claims);
 
     // What the admin API lists is the compiled mapping written back: it must compile again
