@@ -7,7 +7,8 @@
 # them by default) for SECONDS_PER_TARGET (default 60) over its committed seeds in
 # fuzz/corpus/TARGET. New inputs go to fuzz/runs/TARGET (ignored by git), crashes to
 # fuzz/artifacts/TARGET. Exits non-zero when any target crashes, times out (an input over
-# 2 s) or runs out of memory (over 2 GiB); the artifact's path is in the log.
+# 2 s, or $FUZZ_TIMEOUT: libFuzzer times wall-clock, so a loaded machine needs more) or runs
+# out of memory (over 2 GiB); the artifact's path is in the log.
 #
 # Per target it prints executions, exec/s, coverage and the CPU seconds used. Each
 # target's libFuzzer log is $FUZZ_LOG_DIR/TARGET.log (default fuzz/runs/logs).
@@ -62,7 +63,7 @@ for target in "${targets[@]}"; do
   status=0
   /usr/bin/time -f '%U %S' -o "$cpu" \
     "$bin_dir/$target" "fuzz/runs/$target" "fuzz/corpus/$target" "${dict[@]}" \
-    -max_total_time="$seconds" -timeout=2 -rss_limit_mb=2048 -detect_leaks=0 \
+    -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-2}" -rss_limit_mb=2048 -detect_leaks=0 \
     -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" >"$log" 2>&1 || status=$?
   executions=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | grep -o '[0-9]*$' || true)
   exec_per_s=$(grep -oE 'stat::average_exec_per_sec: +[0-9]+' "$log" | grep -o '[0-9]*$' || true)
