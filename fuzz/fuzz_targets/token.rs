@@ -148,6 +148,6 @@ fn numeric_date(value: &Value) -> Option<u64> {
         let seconds = value.as_f64()?;
         // Truncation is the intent, as in the verifier.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (seconds.is_finite() && seconds >= 0.0).then(|| seconds as u64)
+        (seconds.is_finite() && seconds >= 0.0).then_some(seconds as u64)
     })
 }
