@@ -20,6 +20,9 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use crate::algorithm;
 
+/// The RSA modulus sizes the verification algorithms accept (`RSA_*_2048_8192_*`).
+const RSA_MODULUS_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
 /// A key that signs: an HMAC secret or a parsed private key.
 pub struct Signer {
     algorithm: Algorithm,
@@ -192,8 +195,16 @@ impl Verifier {
         };
         match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => {
-                let der = rsa_public_key_der(&b64("n", &rsa.n)?, &b64("e", &rsa.e)?);
-                Ok(Self::public(AlgorithmFamily::Rsa, der))
+                let modulus = b64("n", &rsa.n)?;
+                // aws-lc parses any modulus and checks its size only when verifying.
+                let bits = bit_length(&modulus);
+                if !RSA_MODULUS_BITS.contains(&bits) {
+                    return Err(CryptoError(format!(
+                        "an RSA modulus of {bits} bits (2048 to 8192 verify)"
+                    )));
+                }
+                let der = rsa_public_key_der(&modulus, &b64("e", &rsa.e)?);
+                Self::public(AlgorithmFamily::Rsa, der).parsed_now()
             }
             AlgorithmParameters::EllipticCurve(ec) => {
                 let size = match ec.curve {
@@ -209,10 +220,10 @@ impl Verifier {
                 point.push(0x04);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                Ok(Self::public(AlgorithmFamily::Ec, point))
+                Self::public(AlgorithmFamily::Ec, point).parsed_now()
             }
             AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-                Ok(Self::public(AlgorithmFamily::Ed, b64("x", &okp.x)?))
+                Self::public(AlgorithmFamily::Ed, b64("x", &okp.x)?).parsed_now()
             }
             AlgorithmParameters::OctetKey(oct) => Ok(Self::hmac(&b64("k", &oct.value)?)),
             _ => Err(CryptoError("unsupported JWK key type".to_owned())),
@@ -228,20 +239,7 @@ impl Verifier {
                 pem.tag()
             )));
         }
-        let verifier = Self::public(family, pem.contents().to_vec());
-        // Parse now so that a bad key fails at load, not at the first token.
-        let probe = match family {
-            AlgorithmFamily::Rsa => Algorithm::RS256,
-            AlgorithmFamily::Ec => Algorithm::ES256,
-            _ => Algorithm::EdDSA,
-        };
-        let parses = verifier.parsed(probe).is_some()
-            || (family == AlgorithmFamily::Ec && verifier.parsed(Algorithm::ES384).is_some());
-        if parses {
-            Ok(verifier)
-        } else {
-            Err(CryptoError(format!("not a {family:?} public key")))
-        }
+        Self::public(family, pem.contents().to_vec()).parsed_now()
     }
 
     /// The key family.
@@ -261,6 +259,27 @@ impl Verifier {
             Some(Parsed::Hmac(key)) => hmac::verify(key, message, &signature).is_ok(),
             Some(Parsed::Public(key)) => key.verify_sig(message, &signature).is_ok(),
             None => false,
+        }
+    }
+
+    /// `self` once its public key parses for one algorithm of its family: a bad key (a
+    /// 3-byte Ed25519 key, an RSA modulus under 2048 bits, a point off the curve) fails when
+    /// it is loaded (config, JWKS), not at the first token. The parse is kept for that
+    /// algorithm.
+    fn parsed_now(self) -> Result<Self, CryptoError> {
+        if matches!(self.material, Material::Secret(_)) {
+            return Ok(self);
+        }
+        let probes: &[Algorithm] = match self.family {
+            AlgorithmFamily::Rsa => &[Algorithm::RS256],
+            AlgorithmFamily::Ec => &[Algorithm::ES256, Algorithm::ES384],
+            AlgorithmFamily::Ed => &[Algorithm::EdDSA],
+            _ => &[],
+        };
+        if probes.iter().any(|alg| self.parsed(*alg).is_some()) {
+            Ok(self)
+        } else {
+            Err(CryptoError(format!("not a {:?} public key", self.family)))
         }
     }
 
@@ -310,6 +329,14 @@ fn verification_algorithm(alg: Algorithm) -> Option<&'static dyn signature::Veri
 }
 
 /// DER of PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+/// The bits of a big-endian unsigned integer, leading zeros not counted.
+fn bit_length(be_bytes: &[u8]) -> usize {
+    match be_bytes.iter().position(|b| *b != 0) {
+        None => 0,
+        Some(first) => (be_bytes.len() - first) * 8 - be_bytes[first].leading_zeros() as usize,
+    }
+}
+
 fn rsa_public_key_der(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
     let mut body = der_integer(modulus);
     body.extend(der_integer(exponent));
@@ -381,6 +408,9 @@ mod tests {
         assert_eq!(der_integer(&[0x00, 0x80]), [0x02, 0x02, 0x00, 0x80]);
         assert_eq!(der_length(0x7f), [0x7f]);
         assert_eq!(der_length(0x100), [0x82, 0x01, 0x00]);
+        assert_eq!(bit_length(&[0x00, 0x01, 0x00]), 9);
+        assert_eq!(bit_length(&[0x80; 256]), 2048);
+        assert_eq!(bit_length(&[0x00]), 0);
     }
 
     #[test]
@@ -395,6 +425,20 @@ mod tests {
         assert!(!verifier.verify(Algorithm::RS256, b"other", &signature));
         assert!(!verifier.verify(Algorithm::PS256, b"message", &signature));
         assert!(!verifier.verify(Algorithm::HS256, b"message", &signature));
+    }
+
+    #[test]
+    fn a_jwk_whose_public_key_does_not_parse_is_refused_when_loaded() {
+        let zeros = URL_SAFE_NO_PAD.encode([0u8; 32]);
+        for jwk in [
+            serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": "AAAA" }),
+            serde_json::json!({ "kty": "RSA", "n": "AQ", "e": "AQAB" }),
+            serde_json::json!({ "kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xc5; 128]), "e": "AQAB" }),
+            serde_json::json!({ "kty": "EC", "crv": "P-256", "x": zeros, "y": zeros }),
+        ] {
+            let parsed: Jwk = serde_json::from_value(jwk.clone()).unwrap();
+            assert!(Verifier::from_jwk(&parsed).is_err(), "{jwk} loaded");
+        }
     }
 
     #[test]

@@ -217,21 +217,10 @@ impl JwksCache {
             .try_get_with(issuer.to_owned(), async move {
                 let url = discovery_url(issuer);
                 let body = inner.fetch_body(&url, url_policy).await?.0;
-                let doc: DiscoveryDocument =
-                    serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
-                        url: url.clone(),
-                        reason: format!("not a discovery document: {e}"),
-                    })?;
-                if doc.issuer != issuer {
-                    return Err(JwksError::DiscoveryIssuerMismatch {
-                        url,
-                        expected: issuer.to_owned(),
-                        found: doc.issuer,
-                    });
-                }
+                let jwks_uri = discovered_jwks_uri(&url, issuer, &body)?;
                 // The document is as trusted as the keys it points at: its `jwks_uri` obeys
                 // the same rule as a configured `jwks_url`.
-                check(&doc.jwks_uri, url_policy).map_err(|refusal| match refusal {
+                check(&jwks_uri, url_policy).map_err(|refusal| match refusal {
                     JwksError::RefusedUrl {
                         url: jwks_uri,
                         reason,
@@ -243,7 +232,7 @@ impl JwksCache {
                     },
                     other => other,
                 })?;
-                Ok(Arc::from(doc.jwks_uri))
+                Ok::<_, JwksError>(Arc::from(jwks_uri))
             })
             .await
             .map_err(|e| (*e).clone())
@@ -477,28 +466,11 @@ impl Inner {
 
     async fn fetch_key_set(&self, url: &str, url_policy: UrlPolicy) -> Result<KeySet, JwksError> {
         let (body, max_age) = self.fetch_body(url, url_policy).await?;
-        let doc: JwksDocument = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
-            url: url.to_owned(),
-            reason: format!("not a JWKS document: {e}"),
-        })?;
-        let total = doc.keys.len();
-        let keys: Vec<VerificationKey> = doc
-            .keys
-            .into_iter()
-            .filter_map(VerificationKey::from_json)
-            .collect();
         let policy = &self.policy;
         let ttl = max_age
             .unwrap_or(policy.default_ttl)
             .clamp(policy.min_ttl, policy.max_ttl);
-        let fetched_at = Instant::now();
-        Ok(KeySet {
-            skipped: total - keys.len(),
-            keys,
-            fetched_at,
-            refresh_at: fetched_at + ttl.mul_f64(0.8),
-            expires_at: fetched_at + ttl,
-        })
+        KeySet::from_document(url, &body, ttl)
     }
 
     /// GETs `url` (if `url_policy` allows it, and each redirect too), insisting on a 2xx and
@@ -576,6 +548,30 @@ impl Entry {
 // === impl KeySet ===
 
 impl KeySet {
+    /// Parses the JWKS document `body`, fetched from `url` just now and fresh for `ttl`.
+    /// Unusable keys are skipped (counted in [`KeySet::skipped`]); a body that is not a JWKS
+    /// document is an error naming `url`.
+    pub fn from_document(url: &str, body: &[u8], ttl: Duration) -> Result<Self, JwksError> {
+        let doc: JwksDocument = serde_json::from_slice(body).map_err(|e| JwksError::Fetch {
+            url: url.to_owned(),
+            reason: format!("not a JWKS document: {e}"),
+        })?;
+        let total = doc.keys.len();
+        let keys: Vec<VerificationKey> = doc
+            .keys
+            .into_iter()
+            .filter_map(VerificationKey::from_json)
+            .collect();
+        let fetched_at = Instant::now();
+        Ok(Self {
+            skipped: total - keys.len(),
+            keys,
+            fetched_at,
+            refresh_at: fetched_at + ttl.mul_f64(0.8),
+            expires_at: fetched_at + ttl,
+        })
+    }
+
     /// The keys that may verify a token with this `kid` and `alg`.
     ///
     /// A token with a `kid` matches only keys with that `kid`; one without matches every key
@@ -670,6 +666,23 @@ impl VerificationKey {
     }
 }
 
+/// The `jwks_uri` of the OIDC discovery document `body`, fetched from `url` for `issuer`;
+/// an error when it is not a discovery document or names another issuer.
+pub fn discovered_jwks_uri(url: &str, issuer: &str, body: &[u8]) -> Result<String, JwksError> {
+    let doc: DiscoveryDocument = serde_json::from_slice(body).map_err(|e| JwksError::Fetch {
+        url: url.to_owned(),
+        reason: format!("not a discovery document: {e}"),
+    })?;
+    if doc.issuer != issuer {
+        return Err(JwksError::DiscoveryIssuerMismatch {
+            url: url.to_owned(),
+            expected: issuer.to_owned(),
+            found: doc.issuer,
+        });
+    }
+    Ok(doc.jwks_uri)
+}
+
 fn same(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -740,8 +753,56 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::max_age;
+    use super::{JwksError, KeySet, discovered_jwks_uri, max_age};
     use std::time::Duration;
+
+    const URL: &str = "https://idp.test/jwks";
+    const ED25519_X: &str = "W711MsUGa28DIt57UqMRCpc232-DNAbZq7R-BaXE0Co";
+
+    #[test]
+    fn a_jwks_document_keeps_usable_keys_and_counts_the_rest() {
+        let body = serde_json::json!({ "keys": [
+            { "kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "kid": "ed" },
+            { "kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "use": "enc" },
+            { "kty": "OKP", "crv": "Ed25519", "x": "AAAA" },
+            { "kty": "oct", "k": "c2VjcmV0" },
+            "not a key",
+        ]})
+        .to_string();
+        let set = KeySet::from_document(URL, body.as_bytes(), Duration::from_secs(60)).unwrap();
+        assert_eq!((set.len(), set.skipped()), (1, 4));
+        let eddsa = crate::algorithm::parse("EdDSA").unwrap();
+        assert_eq!(set.find(Some("ed"), eddsa).count(), 1);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_jwks_is_an_error_naming_the_url() {
+        for body in [&b"[]"[..], b"{\"kes\": []}", b"\xff", b""] {
+            let err = KeySet::from_document(URL, body, Duration::from_secs(60)).unwrap_err();
+            assert!(
+                matches!(&err, JwksError::Fetch { url, .. } if url == URL),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn discovery_gives_the_jwks_uri_of_exactly_the_configured_issuer() {
+        let url = "https://idp.test/.well-known/openid-configuration";
+        let doc =
+            |issuer: &str| serde_json::json!({ "issuer": issuer, "jwks_uri": URL }).to_string();
+        let found =
+            discovered_jwks_uri(url, "https://idp.test", doc("https://idp.test").as_bytes());
+        assert_eq!(found, Ok(URL.to_owned()));
+        let other =
+            discovered_jwks_uri(url, "https://idp.test", doc("https://idp.test/").as_bytes());
+        assert!(matches!(
+            other,
+            Err(JwksError::DiscoveryIssuerMismatch { .. })
+        ));
+        let junk = discovered_jwks_uri(url, "https://idp.test", b"{\"issuer\": 1}");
+        assert!(matches!(junk, Err(JwksError::Fetch { .. })));
+    }
 
     #[test]
     fn reads_max_age() {
