@@ -38,9 +38,11 @@ fn check_key_set(body: &[u8]) {
         }
         Err(e) => panic!("a JWKS parse error of another kind: {e}"),
     };
-    // Every key of the document is either usable or counted as skipped.
+    // Every key of the document is either usable or counted as skipped. (serde also reads a
+    // struct from an array of its fields in order: `[[keys…]]` is a JWKS to it.)
     let listed = match as_json(body) {
         Some(Value::Object(doc)) => doc.get("keys").and_then(Value::as_array).map(Vec::len),
+        Some(Value::Array(fields)) => fields.first().and_then(Value::as_array).map(Vec::len),
         _ => None,
     };
     assert_eq!(Some(set.len() + set.skipped()), listed);
@@ -70,8 +72,12 @@ fn check_discovery(body: &[u8]) {
     match discovered_jwks_uri(DISCOVERY_URL, ISSUER, body) {
         Ok(jwks_uri) => {
             let doc = as_json(body).expect("a discovery document is JSON");
-            assert_eq!(doc["issuer"], ISSUER);
-            assert_eq!(doc["jwks_uri"], jwks_uri.as_str());
+            let (issuer, uri) = match &doc {
+                Value::Array(fields) => (&fields[0], &fields[1]),
+                _ => (&doc["issuer"], &doc["jwks_uri"]),
+            };
+            assert_eq!(issuer, ISSUER);
+            assert_eq!(uri, jwks_uri.as_str());
         }
         Err(JwksError::DiscoveryIssuerMismatch { url, expected, .. }) => {
             assert_eq!(url, DISCOVERY_URL);
