@@ -48,7 +48,9 @@ pub struct ClaimMapper {
 #[derive(Clone, Debug)]
 enum Rule {
     Constant(Value),
-    Path(JsonPath),
+    /// The compiled path and the text it was compiled from: the library's `Display` does not
+    /// give the source back (`$..a` prints as `$...a`), and a listed mapping must compile again.
+    Path(JsonPath, Box<str>),
     Nested(ClaimMapper),
 }
 
@@ -160,7 +162,8 @@ impl ClaimMapper {
                 match compiled {
                     Some(Ok((path, cost))) => {
                         totals.cost = totals.cost.saturating_add(cost);
-                        entries.push((output_key.to_owned(), Rule::Path(path)));
+                        let source = text.unwrap_or_default().into();
+                        entries.push((output_key.to_owned(), Rule::Path(path, source)));
                     }
                     Some(Err(reason)) => refuse(errors, prefix, reason),
                     None if text.is_some() => {}
@@ -212,7 +215,7 @@ impl ClaimMapper {
                     spend(1, budget)?;
                     Value::Object(nested.apply_within(input, budget)?)
                 }
-                Rule::Path(path) => {
+                Rule::Path(path, _) => {
                     let nodes = path.query(input).all();
                     match nodes.as_slice() {
                         [] => continue,
@@ -239,9 +242,9 @@ impl ClaimMapper {
             .iter()
             .map(|(key, rule)| match rule {
                 Rule::Constant(value) => (key.clone(), value.clone()),
-                Rule::Path(path) => (
+                Rule::Path(_, source) => (
                     format!("{key}{PATH_SUFFIX}"),
-                    Value::String(path.to_string()),
+                    Value::String(source.to_string()),
                 ),
                 Rule::Nested(nested) => (key.clone(), Value::Object(nested.to_json())),
             })
@@ -267,7 +270,12 @@ fn refuse(errors: &mut Vec<MappingError>, prefix: &[String], reason: String) {
 fn compile_path(text: &str) -> Result<(JsonPath, u32), String> {
     // Size first: the parser recurses per nesting level and backtracks per filter.
     bounds::check_size(text)?;
-    let path = JsonPath::parse(text).map_err(|e| format!("invalid JSONPath: {e}"))?;
+    // The parser is a third party's, and a panic in it (one was found by fuzzing, see
+    // bounds::check_unicode_escapes) must be a config error, never a crashed reload or admin
+    // write. `text` is only read, so nothing is left half-changed by an unwind.
+    let parsed = std::panic::catch_unwind(|| JsonPath::parse(text))
+        .map_err(|_| "invalid JSONPath: the JSONPath parser failed on it".to_owned())?;
+    let path = parsed.map_err(|e| format!("invalid JSONPath: {e}"))?;
     let cost = bounds::cost(text)?;
     if cost > MAX_MAPPING_COST {
         return Err(format!(

@@ -48,7 +48,11 @@ pub(super) fn check_size(path: &str) -> Result<(), String> {
     let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
     while i < bytes.len() {
         match bytes[i] {
-            quote @ (b'\'' | b'"') => i = skip_string(bytes, i, quote),
+            quote @ (b'\'' | b'"') => {
+                let end = skip_string(bytes, i, quote);
+                check_unicode_escapes(&bytes[i + 1..end])?;
+                i = end;
+            }
             b'[' | b'(' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -266,6 +270,27 @@ fn skip_string(bytes: &[u8], open: usize, quote: u8) -> usize {
         i += 1;
     }
     bytes.len()
+}
+
+/// Every `\u` in a string literal is followed by four hex digits. serde_json_path 0.7.2
+/// panics (an `unreachable!`) on a literal that ends inside one (`$['\u`), so this is checked
+/// before the parser sees it; the parser checks the rest of the literal's syntax.
+fn check_unicode_escapes(literal: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while i < literal.len() {
+        if literal[i] == b'\\' {
+            if literal.get(i + 1) == Some(&b'u')
+                && !literal
+                    .get(i + 2..i + 6)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            {
+                return Err("invalid JSONPath: a \\u escape needs four hex digits".to_owned());
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Member-name bytes (RFC 9535 §2.5.1.1): ASCII letters, digits, `_`, and any non-ASCII.

@@ -347,3 +347,29 @@ fn output_past_the_value_bound_is_refused() {
     let mapper = compile(json!({ "a.$": "$.a", "b": [1] }));
     assert_eq!(mapper.apply(&input), Err(MappedClaimsTooLarge));
 }
+
+/// Found by fuzzing (`fuzz/` jsonpath target): serde_json_path 0.7.2 panics on a string
+/// literal that ends inside a `\u` escape. It must be a config error naming the key.
+#[test]
+fn a_truncated_unicode_escape_is_an_error_not_a_panic() {
+    for path in [r"$['\u", r"$['\u00", r#"$["\u12"]"#, r"$[?@ == '\uZZZZ']"] {
+        let errors = compile_errors(json!({ "x.$": path }));
+        assert_eq!(errors.len(), 1, "{path}: {errors:?}");
+        assert!(
+            errors[0].starts_with("\"x.$\": invalid JSONPath"),
+            "{path}: {errors:?}"
+        );
+    }
+    // A well-formed escape still compiles.
+    compile(json!({ "x.$": r"$['caf\u00e9']" }));
+}
+
+/// Found by fuzzing: a listed mapping (the admin API lists them) must compile again to the
+/// same mapping; serde_json_path's `Display` turned `$..a` into `$...a`.
+#[test]
+fn a_listed_mapping_is_its_source_and_compiles_again() {
+    let source = json!({ "a.$": "$..name", "b.$": "$['a\\'b']", "c": { "d.$": "$.x[0]" } });
+    let listed = Value::Object(compile(source.clone()).to_json());
+    assert_eq!(listed, source);
+    compile(listed);
+}
