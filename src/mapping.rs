@@ -99,35 +99,38 @@ impl ClaimMapper {
         let mut totals = Totals::default();
         let mapper = Self::compile_into(mapping, &mut Vec::new(), &mut totals, &mut errors);
         if totals.entries > MAX_MAPPING_ENTRIES {
-            errors.push(MappingError {
-                key_path: Vec::new(),
-                reason: format!(
+            refuse(
+                &mut errors,
+                &[],
+                format!(
                     "the mapping has {} entries (keys and values inside constants); at most \
                      {MAX_MAPPING_ENTRIES} are allowed",
                     totals.entries
                 ),
-            });
+            );
         }
         if totals.path_bytes > MAX_MAPPING_PATH_BYTES {
-            errors.push(MappingError {
-                key_path: Vec::new(),
-                reason: format!(
+            refuse(
+                &mut errors,
+                &[],
+                format!(
                     "the mapping's JSONPaths are {} bytes long together; at most \
                      {MAX_MAPPING_PATH_BYTES} are allowed",
                     totals.path_bytes
                 ),
-            });
+            );
         }
         if totals.cost > MAX_MAPPING_COST {
-            errors.push(MappingError {
-                key_path: Vec::new(),
-                reason: format!(
+            refuse(
+                &mut errors,
+                &[],
+                format!(
                     "the mapping's JSONPaths cost {} evaluation steps together; at most \
                      {MAX_MAPPING_COST} are allowed (a wildcard, slice or `..` costs one, and \
                      each query, segment or function in a filter one more)",
                     totals.cost
                 ),
-            });
+            );
         }
         if errors.is_empty() {
             Ok(mapper)
