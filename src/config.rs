@@ -59,6 +59,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long SIGTERM waits for in-flight requests unless `[proxy] grace_period` is set.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// How long a client connection may stay open with no request in flight unless
+/// `[proxy] idle_timeout` is set (Envoy's `idle_timeout` is 1 h; nginx's `keepalive_timeout` 75 s;
+/// 90 s outlives the 60 s most clients and load balancers keep an idle connection for).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an HTTP/1 request head may take from its first byte unless
+/// `[proxy] header_timeout` is set (slowloris).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A validated configuration.
 #[derive(Debug)]
@@ -165,6 +172,12 @@ pub struct ProxyConfig {
     pub trust_forwarded_headers: bool,
     /// How long SIGTERM waits for in-flight requests.
     pub grace_period: Duration,
+    /// A client connection with no request in flight for this long is closed; `None` (set
+    /// to 0) keeps it open.
+    pub idle_timeout: Option<Duration>,
+    /// An HTTP/1 request head not complete this long after its first byte gets 408 and the
+    /// connection is closed; `None` (set to 0) waits for ever.
+    pub header_timeout: Option<Duration>,
 }
 
 /// `[admin]`.
@@ -603,6 +616,21 @@ impl Loader<'_> {
             &place,
             "grace_period",
         );
+        // 0 turns either off, as in Envoy.
+        let idle_timeout = Some(self.duration(
+            spec.idle_timeout.as_ref(),
+            DEFAULT_IDLE_TIMEOUT,
+            &place,
+            "idle_timeout",
+        ))
+        .filter(|timeout| !timeout.is_zero());
+        let header_timeout = Some(self.duration(
+            spec.header_timeout.as_ref(),
+            DEFAULT_HEADER_TIMEOUT,
+            &place,
+            "header_timeout",
+        ))
+        .filter(|timeout| !timeout.is_zero());
         if spec.threads == Some(0) {
             self.error(None, "proxy.threads", "at least one thread");
         }
@@ -630,6 +658,8 @@ impl Loader<'_> {
             threads: spec.threads,
             trust_forwarded_headers: spec.trust_forwarded_headers,
             grace_period,
+            idle_timeout,
+            header_timeout,
         }
     }
 

@@ -118,6 +118,18 @@ pub enum RequestRefused {
     /// A bearer token on a path no token provider serves.
     #[error("no token provider serves this path")]
     NoService,
+    /// Both `Transfer-Encoding` and `Content-Length` (request smuggling).
+    #[error("both Transfer-Encoding and Content-Length")]
+    AmbiguousLength,
+    /// A request head line ended by LF alone (request smuggling).
+    #[error("a request head line ended by a bare LF")]
+    BareLineFeed,
+    /// The request body broke off or was malformed (a bad chunk) on its way to the upstream.
+    #[error("the request body could not be read")]
+    BrokenBody,
+    /// An HTTP/1 request head still incomplete `[proxy] header_timeout` after its first byte.
+    #[error("the request head took too long")]
+    HeadTimedOut,
 }
 
 /// The answer to a refused request: status, OAuth error code (RFC 6750 §3.1), fixed wording.
@@ -139,6 +151,24 @@ pub fn request_rejection(refused: &RequestRefused) -> Rejection {
         ),
         RequestRefused::MissingToken => (401, "invalid_request", "a bearer token is required"),
         RequestRefused::NoService => (401, "invalid_token", "no token provider serves this path"),
+        RequestRefused::AmbiguousLength => (
+            400,
+            "invalid_request",
+            "send either Content-Length or Transfer-Encoding, not both",
+        ),
+        RequestRefused::BareLineFeed => (
+            400,
+            "invalid_request",
+            "end every request head line with CRLF",
+        ),
+        RequestRefused::BrokenBody => {
+            (400, "invalid_request", "the request body could not be read")
+        }
+        RequestRefused::HeadTimedOut => (
+            408,
+            "invalid_request",
+            "the request head did not arrive in time",
+        ),
     };
     Rejection {
         status,

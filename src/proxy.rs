@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::errors::{UpstreamFailure, upstream_rejection};
+use crate::errors::{RequestRefused, UpstreamFailure, upstream_rejection};
 use crate::exchange::Exchanger;
 use crate::metrics::Metrics;
 use crate::published;
@@ -112,6 +112,14 @@ impl Gateway {
         response
     }
 
+    /// Answers a request the listener refuses before it is parsed any further (the
+    /// connection's own checks), and counts it.
+    pub fn refuse(&self, refused: &RequestRefused) -> Response<ProxyBody> {
+        let response = respond(auth::refusal(refused));
+        self.metrics.proxied(response.status().as_u16());
+        response
+    }
+
     async fn answer(&self, request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         let config = self.exchanger.config();
         let (mut parts, body) = request.into_parts();
@@ -145,6 +153,10 @@ impl Gateway {
         let started = Instant::now();
         let mut response = match target.send(Request::from_parts(parts, body)).await {
             Ok(response) => response,
+            Err(failure) if failure.client_body_failed() => {
+                tracing::debug!(error = %failure, "the client's request body broke");
+                return respond(auth::refusal(&RequestRefused::BrokenBody));
+            }
             Err(failure) => {
                 tracing::debug!(error = %failure, "the upstream request failed");
                 return upstream_failed(failure.kind());

@@ -2,19 +2,21 @@
 //!
 //! Each accepted connection is served by hyper-util's `auto` builder, which reads the first
 //! bytes to tell HTTP/1.1 from HTTP/2 with prior knowledge (h2c), so both share the port;
-//! HTTP/1.1 upgrades (WebSocket) are kept. On SIGTERM the listener closes and every
-//! connection shuts down gracefully: requests in flight finish, idle keep-alive connections
-//! close, HTTP/2 clients get a GOAWAY; upgraded connections are waited for too, all within
-//! the grace period.
+//! HTTP/1.1 upgrades (WebSocket) are kept. A connection idle for `[proxy] idle_timeout` is
+//! shut down gracefully, and an HTTP/1 request head slower than `header_timeout` is answered
+//! 408 ([`connection`]). On SIGTERM the listener closes and every connection shuts down
+//! gracefully: requests in flight finish, idle keep-alive connections close, HTTP/2 clients
+//! get a GOAWAY; upgraded connections are waited for too, all within the grace period.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -22,8 +24,18 @@ use tokio::time::Instant;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::control::{Control, Loaded};
+use crate::errors::RequestRefused;
 use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::Gateway;
+
+mod connection;
+mod head_scan;
+
+use connection::{Activity, ClientIo, TrackedBody};
+use head_scan::Smuggling;
+
+/// The largest HTTP/1 request head baton reads (Envoy's default is 60 KiB, nginx's 32 KiB).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The gateway and what serves its listener.
 #[derive(Clone)]
@@ -59,7 +71,10 @@ impl App {
     pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, StartError> {
         let exchanger = Arc::new(Exchanger::new(config, options)?);
         let gateway = Arc::new(Gateway::new(exchanger)?);
-        let connections = auto::Builder::new(TokioExecutor::new());
+        let mut connections = auto::Builder::new(TokioExecutor::new());
+        // An HTTP/1 request head must fit hyper's read buffer, else 431 (hyper's default
+        // buffer is 400 KiB); HTTP/2 header lists are bounded by hyper's 16 KiB setting.
+        connections.http1().max_buf_size(MAX_HEAD_BYTES);
         Ok(Self {
             gateway,
             connections: Arc::new(connections),
@@ -75,31 +90,14 @@ impl App {
     /// connection down gracefully and waits up to the config's `grace_period` (the one in
     /// force then) for them, and for upgraded connections, before returning.
     pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        let graceful = GracefulShutdown::new();
+        let open = Arc::new(AtomicUsize::new(0));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, client)) => {
                         // Small responses go out at once rather than waiting on Nagle.
                         let _ = stream.set_nodelay(true);
-                        let gateway = Arc::clone(&self.gateway);
-                        let service = hyper::service::service_fn(move |request| {
-                            let gateway = Arc::clone(&gateway);
-                            async move {
-                                Ok::<_, Infallible>(gateway.handle(request, client).await)
-                            }
-                        });
-                        let connection = self
-                            .connections
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(e) = connection.await {
-                                // A client that goes away or sends garbage: nothing to answer.
-                                tracing::debug!(error = %e, "a client connection ended with an error");
-                            }
-                        });
+                        self.spawn_connection(stream, client, shutdown.clone(), &open);
                     }
                     Err(e) => {
                         // Out of file descriptors, typically: back off instead of spinning.
@@ -117,11 +115,12 @@ impl App {
         drop(listener);
         let grace = self.gateway.exchanger().config().proxy.grace_period;
         let deadline = Instant::now() + grace;
-        let connections = graceful.count();
-        if tokio::time::timeout_at(deadline, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        // Every connection task saw the shutdown and shut its connection down gracefully.
+        while open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let connections = open.load(Ordering::Acquire);
+        if connections > 0 {
             tracing::warn!(
                 connections,
                 "grace period over; dropping connections with requests still in flight"
@@ -134,6 +133,100 @@ impl App {
         if tunnels > 0 {
             tracing::warn!(tunnels, "grace period over; dropping upgraded connections");
         }
+    }
+}
+
+impl App {
+    /// Serves one client connection in its own task until it ends: shut down gracefully
+    /// when it has been idle for `[proxy] idle_timeout` or when `shutdown` turns true.
+    fn spawn_connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        client: std::net::SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+        open: &Arc<AtomicUsize>,
+    ) {
+        // Timeouts of the config in force when the connection was accepted.
+        let (idle_timeout, header_timeout) = {
+            let config = self.gateway.exchanger().config();
+            (config.proxy.idle_timeout, config.proxy.header_timeout)
+        };
+        let activity = Activity::new();
+        let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity), header_timeout));
+        let gateway = Arc::clone(&self.gateway);
+        let service = hyper::service::service_fn({
+            let activity = Arc::clone(&activity);
+            move |request| {
+                let in_flight = activity.request_started();
+                let gateway = Arc::clone(&gateway);
+                let activity = Arc::clone(&activity);
+                async move {
+                    let response = match activity.take_smuggling() {
+                        Some(Smuggling::BothLengths) => {
+                            gateway.refuse(&RequestRefused::AmbiguousLength)
+                        }
+                        Some(Smuggling::BareLineFeed) => {
+                            gateway.refuse(&RequestRefused::BareLineFeed)
+                        }
+                        None => gateway.handle(request, client).await,
+                    };
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        activity.upgraded();
+                    }
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+                }
+            }
+        });
+        let connection = self
+            .connections
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let open = OpenConnection::new(open);
+        tokio::spawn(async move {
+            let _open = open;
+            let mut connection = std::pin::pin!(connection);
+            let mut idle = std::pin::pin!(async {
+                match idle_timeout {
+                    Some(timeout) => activity.idle_for(timeout).await,
+                    None => std::future::pending().await,
+                }
+            });
+            let mut closing = false;
+            let ended = loop {
+                tokio::select! {
+                    ended = connection.as_mut() => break ended,
+                    () = &mut idle, if !closing => {
+                        tracing::debug!("closing a client connection idle for idle_timeout");
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                // A client that goes away or sends garbage: nothing to answer.
+                tracing::debug!(error = %e, "a client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Counts an open client connection while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

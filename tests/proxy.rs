@@ -15,6 +15,9 @@ mod hostile_requests;
 #[path = "proxy/http2.rs"]
 mod http2;
 
+#[path = "proxy/connections.rs"]
+mod connections;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -610,6 +613,11 @@ struct Opts {
     read_timeout: &'static str,
     /// `[proxy] upstream_protocol`.
     upstream_protocol: &'static str,
+    /// `[proxy] idle_timeout` and `header_timeout`.
+    idle_timeout: &'static str,
+    header_timeout: &'static str,
+    /// `[proxy] upstream` is this address instead of the recording [`Upstream`].
+    upstream_at: Option<SocketAddr>,
 }
 
 impl Default for Opts {
@@ -627,6 +635,9 @@ impl Default for Opts {
             broken: false,
             read_timeout: "60s",
             upstream_protocol: "http1",
+            idle_timeout: "90s",
+            header_timeout: "10s",
+            upstream_at: None,
         }
     }
 }
@@ -754,7 +765,7 @@ mapping = {{ "sub.$" = "$.sub" }}
         let upstream = if o.upstream_down {
             self.dead_upstream
         } else {
-            self.upstream
+            o.upstream_at.unwrap_or(self.upstream)
         };
         let app_key = if o.broken {
             "sbk_missing"
@@ -775,6 +786,8 @@ trust_forwarded_headers = {trust}
 grace_period = "{grace}"
 read_timeout = "{read_timeout}"
 upstream_protocol = "{upstream_protocol}"
+idle_timeout = "{idle_timeout}"
+header_timeout = "{header_timeout}"
 
 [[proxy.routes]]
 prefix = "/admin"
@@ -814,6 +827,8 @@ mapping = {{ "sub.$" = "$.sub", role = "admin", "team.$" = "$.groups[0]" }}
             grace = o.grace_period,
             read_timeout = o.read_timeout,
             upstream_protocol = o.upstream_protocol,
+            idle_timeout = o.idle_timeout,
+            header_timeout = o.header_timeout,
             jwks = self.jwks_url,
             version = o.version,
             signing = o.signing_key,

@@ -61,6 +61,8 @@ pub struct ProxySpec {
     #[serde(default)]
     pub trust_forwarded_headers: bool,
     pub grace_period: Option<DurationSpec>,
+    pub idle_timeout: Option<DurationSpec>,
+    pub header_timeout: Option<DurationSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
 }

@@ -125,6 +125,10 @@ pub(super) fn refusal(refused: &RequestRefused) -> Reply {
                 "Bearer realm=\"baton\", error=\"invalid_request\"",
             )
         }
+        // The rest of the connection cannot be read the same way by everyone (§6.1).
+        RequestRefused::AmbiguousLength | RequestRefused::BareLineFeed => {
+            Reply::oauth_error(r.status, r.error, r.description).with_header("connection", "close")
+        }
         _ => Reply::oauth_error(r.status, r.error, r.description),
     }
 }

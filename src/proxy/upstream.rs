@@ -8,7 +8,7 @@ use std::future::Future as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,7 +49,14 @@ pub struct ResponseBody {
 #[derive(Debug)]
 pub(crate) struct RequestBody {
     inner: Incoming,
-    progress: Option<Arc<AtomicU64>>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// How far a request body has gone: frames forwarded, and whether the client broke it.
+#[derive(Debug, Default)]
+struct Progress {
+    frames: AtomicU64,
+    client_failed: AtomicBool,
 }
 
 /// The upstream sent nothing for `[proxy] read_timeout` in the middle of a body.
@@ -90,6 +97,8 @@ pub struct UpstreamError {
 pub(crate) struct SendFailure {
     kind: UpstreamFailure,
     cause: String,
+    /// The client's body broke (a malformed chunk, a reset), not the upstream.
+    client_body_failed: bool,
 }
 
 // === impl Upstream ===
@@ -179,7 +188,7 @@ impl Target {
     ) -> Result<Response<Incoming>, SendFailure> {
         let (parts, body) = request.into_parts();
         // A request without a body (most) needs no progress counter.
-        let progress = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
+        let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::default()));
         let body = RequestBody {
             inner: body,
             progress: progress.clone(),
@@ -190,13 +199,22 @@ impl Target {
         loop {
             match tokio::time::timeout(self.read_timeout, &mut response).await {
                 Ok(Ok(response)) => return Ok(response),
-                Ok(Err(e)) => return Err(SendFailure::from_client(&e)),
+                Ok(Err(e)) => {
+                    let mut failure = SendFailure::from_client(&e);
+                    failure.client_body_failed = progress
+                        .as_ref()
+                        .is_some_and(|p| p.client_failed.load(Ordering::Acquire));
+                    return Err(failure);
+                }
                 Err(_) => {
-                    let now = progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
+                    let now = progress
+                        .as_ref()
+                        .map_or(0, |p| p.frames.load(Ordering::Relaxed));
                     if now == seen {
                         return Err(SendFailure {
                             kind: UpstreamFailure::TimedOut,
                             cause: format!("no response head within {:?}", self.read_timeout),
+                            client_body_failed: false,
                         });
                     }
                     seen = now;
@@ -268,8 +286,14 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(_))), Some(progress)) = (&frame, &this.progress) {
-            progress.fetch_add(1, Ordering::Relaxed);
+        if let (Poll::Ready(Some(result)), Some(progress)) = (&frame, &this.progress) {
+            match result {
+                Ok(_) => progress.frames.fetch_add(1, Ordering::Relaxed),
+                Err(_) => {
+                    progress.client_failed.store(true, Ordering::Release);
+                    0
+                }
+            };
         }
         frame
     }
@@ -289,6 +313,11 @@ impl SendFailure {
     /// What the client is told.
     pub(crate) fn kind(&self) -> UpstreamFailure {
         self.kind
+    }
+
+    /// Whether the client's request body broke first (its fault, not the upstream's).
+    pub(crate) fn client_body_failed(&self) -> bool {
+        self.client_body_failed
     }
 
     /// A connect timeout is a timeout (504); any other failure to connect or to get an
@@ -312,6 +341,7 @@ impl SendFailure {
                 UpstreamFailure::Unavailable
             },
             cause,
+            client_body_failed: false,
         }
     }
 }

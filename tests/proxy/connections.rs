@@ -1,0 +1,409 @@
+//! What a client connection to baton lives through: the idle and request-head timeouts, a
+//! response streamed as the upstream writes it (and cut where the upstream cut it), and
+//! hostile HTTP/1.1 framing (request smuggling, oversized heads) that never reaches the app.
+
+use super::*;
+
+use tokio::net::TcpListener;
+
+/// One keep-alive request (no `Connection: close`) on `stream`, and its answer read whole.
+async fn keep_alive_get(stream: &mut BufReader<TcpStream>, target: &str) -> Answer {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(stream).await;
+    let mut body = Vec::new();
+    read_body(stream, status, &headers, |piece| {
+        body.extend_from_slice(piece)
+    })
+    .await;
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// How long `stream` stays open from now until baton closes it (EOF or reset), reading and
+/// keeping what arrives meanwhile; panics after `limit`.
+async fn open_for(stream: &mut BufReader<TcpStream>, limit: Duration) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0_u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still open after {limit:?}"));
+    (started.elapsed(), received)
+}
+
+async fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(addr).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout_and_a_busy_one_is_not() {
+    let h = Harness::start(Opts {
+        idle_timeout: "2s",
+        ..Opts::default()
+    })
+    .await;
+    // Busy: a request every half second for twice the idle timeout, on one connection.
+    let mut busy = connect(h.baton.addr).await;
+    let started = Instant::now();
+    let mut last_answer = started;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(keep_alive_get(&mut busy, "/public/busy").await.status, 200);
+        last_answer = Instant::now();
+    }
+    // Then idle: closed about idle_timeout after its last answer, with nothing sent.
+    let (_, received) = open_for(&mut busy, Duration::from_secs(10)).await;
+    let open = last_answer.elapsed();
+    assert!(
+        received.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    assert!(
+        open >= Duration::from_millis(1500) && open < Duration::from_secs(5),
+        "closed {open:?} after the last answer; idle_timeout is 2 s"
+    );
+    // A connection that never sends anything is idle from the start.
+    let mut silent = connect(h.baton.addr).await;
+    let (open, _) = open_for(&mut silent, Duration::from_secs(10)).await;
+    assert!(open >= Duration::from_millis(1500), "{open:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2c_connection_gets_a_goaway_after_idle_timeout() {
+    let h = Harness::start(Opts {
+        idle_timeout: "2s",
+        ..Opts::default()
+    })
+    .await;
+    let stream = TcpStream::connect(h.baton.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get(format!("http://{}/public/h2", h.baton.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answered = Instant::now();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    // The client's side of the connection ends cleanly once baton's GOAWAY arrives.
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the h2c connection still open 10 s after its last answer")
+        .unwrap();
+    let open = answered.elapsed();
+    assert!(ended.is_ok(), "not a clean GOAWAY: {ended:?}");
+    assert!(open >= Duration::from_millis(1500), "{open:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_slower_than_header_timeout_gets_408_and_a_close() {
+    let h = Harness::start(Opts {
+        header_timeout: "1s",
+        idle_timeout: "30s",
+        ..Opts::default()
+    })
+    .await;
+    // The head begins and never ends (slowloris).
+    let mut slow = connect(h.baton.addr).await;
+    slow.get_mut()
+        .write_all(b"GET /public/slow HTTP/1.1\r\nHost: app.example.test\r\nX-Slow: 1")
+        .await
+        .unwrap();
+    let (open, received) = open_for(&mut slow, Duration::from_secs(10)).await;
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with("HTTP/1.1 408 "), "{received:?}");
+    assert!(received.contains("\"invalid_request\""), "{received:?}");
+    assert!(
+        open >= Duration::from_millis(900) && open < Duration::from_secs(5),
+        "answered {open:?} after the first byte; header_timeout is 1 s"
+    );
+
+    // A head trickled a few bytes at a time but complete within the timeout is served.
+    let mut trickle = connect(h.baton.addr).await;
+    for piece in [
+        "GET /public/tr",
+        "ickle HTTP/1.1\r\n",
+        "Host: app.example.test\r\n",
+        "\r\n",
+    ] {
+        trickle.get_mut().write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (status, _) = read_head(&mut trickle).await;
+    assert_eq!(status, 200);
+
+    // Waiting for the next request is idleness, not a slow head: a keep-alive connection
+    // quiet for longer than header_timeout still serves its next request.
+    let mut waiting = connect(h.baton.addr).await;
+    assert_eq!(
+        keep_alive_get(&mut waiting, "/public/first").await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        keep_alive_get(&mut waiting, "/public/second").await.status,
+        200
+    );
+
+    let targets: Vec<String> = h.upstream.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        targets,
+        ["/public/trickle", "/public/first", "/public/second"],
+        "the slow request must not reach the app"
+    );
+}
+
+/// An upstream that answers every connection with `script`: it reads the request head, then
+/// writes each piece after its delay; `reset` ends the connection with a TCP reset instead
+/// of a close.
+async fn scripted_upstream(script: Vec<(Duration, Vec<u8>)>, reset: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut stream = stream.into_inner();
+                for (delay, bytes) in script {
+                    tokio::time::sleep(delay).await;
+                    if stream.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                if reset {
+                    stream.set_zero_linger().unwrap();
+                }
+                drop(stream);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_reset_mid_body_reaches_the_client_as_the_bytes_sent_then_a_close() {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n";
+    let sent = vec![b'x'; 3000];
+    let upstream = scripted_upstream(
+        vec![
+            (Duration::ZERO, head.to_vec()),
+            (Duration::ZERO, sent.clone()),
+            // Long enough for baton to pass the bytes on before the reset.
+            (Duration::from_millis(300), Vec::new()),
+        ],
+        true,
+    )
+    .await;
+    let h = Harness::start(Opts {
+        upstream_at: Some(upstream),
+        ..Opts::default()
+    })
+    .await;
+    let mut stream = connect(h.baton.addr).await;
+    stream
+        .get_mut()
+        .write_all(b"GET /public/download HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut stream).await;
+    assert_eq!(status, 200, "{headers:?}");
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.as_str());
+    assert_eq!(length, Some("100000"), "{headers:?}");
+    let (_, body) = open_for(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(
+        body.len(),
+        sent.len(),
+        "the bytes sent before the reset, then the end"
+    );
+    assert_eq!(body, sent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_length_response_arrives_piece_by_piece_as_the_upstream_writes_it() {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 3000\r\n\r\n";
+    let gap = Duration::from_millis(600);
+    let upstream = scripted_upstream(
+        vec![
+            (Duration::ZERO, head.to_vec()),
+            (Duration::ZERO, vec![b'a'; 1000]),
+            (gap, vec![b'b'; 1000]),
+            (gap, vec![b'c'; 1000]),
+        ],
+        false,
+    )
+    .await;
+    let h = Harness::start(Opts {
+        upstream_at: Some(upstream),
+        ..Opts::default()
+    })
+    .await;
+    let mut stream = connect(h.baton.addr).await;
+    stream
+        .get_mut()
+        .write_all(b"GET /public/slow-body HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut stream).await;
+    assert_eq!(status, 200);
+    let head_at = Instant::now();
+    // When each byte arrived, relative to the head.
+    let mut arrivals: Vec<(u8, Duration)> = Vec::new();
+    read_body(&mut stream, status, &headers, |piece| {
+        let at = head_at.elapsed();
+        arrivals.extend(piece.iter().map(|&b| (b, at)));
+    })
+    .await;
+    assert_eq!(arrivals.len(), 3000);
+    let last_of = |byte: u8| arrivals.iter().rev().find(|(b, _)| *b == byte).unwrap().1;
+    let first_of = |byte: u8| arrivals.iter().find(|(b, _)| *b == byte).unwrap().1;
+    // The first piece arrived before the upstream wrote the second, and so on.
+    assert!(
+        last_of(b'a') < Duration::from_millis(300),
+        "{:?}",
+        last_of(b'a')
+    );
+    assert!(
+        first_of(b'b') >= Duration::from_millis(400) && last_of(b'b') < first_of(b'c'),
+        "b {:?}..{:?}, c from {:?}",
+        first_of(b'b'),
+        last_of(b'b'),
+        first_of(b'c')
+    );
+    assert!(
+        first_of(b'c') >= Duration::from_millis(1000),
+        "{:?}",
+        first_of(b'c')
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_framing_and_oversized_heads_are_refused_and_reach_no_upstream() {
+    let h = Harness::start(Opts::default()).await;
+    let token = h.idp_token("grace");
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "Content-Length with Transfer-Encoding",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+        ),
+        (
+            "two different Content-Lengths",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd".to_owned(),
+        ),
+        (
+            "a Content-Length list",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 40\r\n\r\nabcd".to_owned(),
+        ),
+        (
+            "Transfer-Encoding that does not end in chunked",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n".to_owned(),
+        ),
+        (
+            "an unknown Transfer-Encoding",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n".to_owned(),
+        ),
+        (
+            "whitespace before the colon",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n".to_owned(),
+        ),
+        (
+            "an obs-fold continuation line",
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n".to_owned(),
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            "POST /public/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_owned(),
+        ),
+        (
+            "a bare LF in a header line",
+            "GET /public/x HTTP/1.1\r\nHost: a\r\nX-A: 1\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
+        ),
+        (
+            "a 200 KiB header block",
+            format!(
+                "GET /public/x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+                "b".repeat(200 * 1024)
+            ),
+        ),
+        (
+            "a bearer token with a smuggled second request",
+            format!(
+                "POST /admin/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+    ];
+    for (what, request) in &cases {
+        let mut stream = connect(h.baton.addr).await;
+        stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let (_, received) = open_for(&mut stream, Duration::from_secs(10)).await;
+        let received = String::from_utf8_lossy(&received);
+        let status: u16 = received
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            [400, 431, 501].contains(&status),
+            "{what}: answered {received:?}"
+        );
+        assert_eq!(
+            received.matches("HTTP/1.1 ").count(),
+            1,
+            "{what}: one answer, then the connection closes: {received:?}"
+        );
+    }
+    assert_eq!(h.upstream.arrived(), 0, "{:#?}", h.upstream.seen());
+
+    // A body is streamed, so the app may see the head of a request whose body then turns
+    // out malformed; the client is told it was its body (400), not the upstream (502).
+    let mut stream = connect(h.baton.addr).await;
+    stream
+        .get_mut()
+        .write_all(
+            b"POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (status, _) = read_head(&mut stream).await;
+    assert_eq!(status, 400, "a malformed chunk size");
+}
