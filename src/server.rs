@@ -29,7 +29,7 @@ use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::Gateway;
 
 mod connection;
-mod head_scan;
+pub mod head_scan;
 
 use connection::{Activity, ClientIo, TrackedBody};
 use head_scan::Smuggling;

@@ -8,13 +8,13 @@
 //! - A bare LF ending a line: hyper splits lines there (§2.2 allows it), a front proxy may
 //!   not, and then it sees one field where hyper sees two.
 //!
-//! The scan works on the raw bytes as they are read, only up to the head's empty line, and
+//! Public for the fuzz target (`fuzz/fuzz_targets/head_scan.rs`). The scan works on the raw bytes as they are read, only up to the head's empty line, and
 //! is bounded: a head over [`MAX_SCANNED`] bytes is left to hyper's own limits, and each
 //! byte is searched at most once however the head is split over reads.
 
 /// What a head shows that another parser may read differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Smuggling {
+pub enum Smuggling {
     /// Both `Transfer-Encoding` and `Content-Length`.
     BothLengths = 1,
     /// A line ended by LF alone.
@@ -26,7 +26,7 @@ const MAX_SCANNED: usize = super::MAX_HEAD_BYTES;
 
 /// The scan of the head now arriving.
 #[derive(Debug, Default)]
-pub(super) struct HeadScan {
+pub struct HeadScan {
     /// The head's bytes so far, when it spans reads (empty while it fits in one).
     partial: Vec<u8>,
     /// How far `partial` has been searched for the head's end.
@@ -43,7 +43,7 @@ const CONTENT_LENGTH: u8 = 2;
 
 impl Smuggling {
     /// The inverse of `as u8`: 0 is none.
-    pub(super) fn from_code(code: u8) -> Option<Self> {
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
         match code {
             1 => Some(Self::BothLengths),
             2 => Some(Self::BareLineFeed),
@@ -56,44 +56,48 @@ impl Smuggling {
 
 impl HeadScan {
     /// Starts on a new head (keeping the buffer's allocation).
-    pub(super) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         self.partial.clear();
         self.searched = 0;
         self.finished = false;
     }
 
     /// Takes the next bytes read; once the head's end is among them, says what it shows.
-    pub(super) fn feed(&mut self, read: &[u8]) -> Option<Smuggling> {
+    pub fn feed(&mut self, read: &[u8]) -> Option<Smuggling> {
         if self.finished {
             return None;
         }
-        if self.partial.is_empty() {
+        let first = self.partial.is_empty();
+        if first {
             // The common case: the whole head in one read, looked at where it lies.
             if let Some(end) = head_end(read, 0) {
                 self.finished = true;
-                return inspect(&read[..end]);
+                return if end <= MAX_SCANNED {
+                    inspect(&read[..end])
+                } else {
+                    None
+                };
             }
-            self.searched = read.len();
         }
-        let room = MAX_SCANNED.saturating_sub(self.partial.len());
-        if read.len() > room {
+        let room = MAX_SCANNED - self.partial.len();
+        self.partial
+            .extend_from_slice(&read[..read.len().min(room)]);
+        if !first {
+            // An end split over reads begins at most three bytes before the new ones.
+            let from = self.searched.saturating_sub(3);
+            if let Some(end) = head_end(&self.partial, from) {
+                self.finished = true;
+                let found = inspect(&self.partial[..end]);
+                self.partial.clear();
+                return found;
+            }
+        }
+        self.searched = self.partial.len();
+        if self.partial.len() == MAX_SCANNED {
             self.finished = true;
             self.partial = Vec::new();
-            return None;
         }
-        let first = self.partial.is_empty();
-        self.partial.extend_from_slice(read);
-        if first {
-            return None;
-        }
-        // An end split over reads begins at most three bytes before the new ones.
-        let from = self.searched.saturating_sub(3);
-        self.searched = self.partial.len();
-        let end = head_end(&self.partial, from)?;
-        self.finished = true;
-        let found = inspect(&self.partial[..end]);
-        self.partial.clear();
-        found
+        None
     }
 }
 
