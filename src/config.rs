@@ -38,6 +38,7 @@ use crate::mint::{
 };
 use crate::request_path;
 use crate::secret::Secret;
+use crate::tls::{CertificatePair, TlsFiles};
 
 /// `audience_base` unless `[server]` sets it: State Backed's.
 pub const DEFAULT_AUDIENCE_BASE: &str = "https://tokens.statebacked.dev";
@@ -165,6 +166,8 @@ pub struct ProxyConfig {
     pub trust_forwarded_headers: bool,
     /// How long SIGTERM waits for in-flight requests.
     pub grace_period: Duration,
+    /// TLS on the listener (`[proxy] tls`), or `None` for cleartext HTTP/1.1 and h2c.
+    pub tls: Option<TlsFiles>,
 }
 
 /// `[admin]`.
@@ -618,6 +621,21 @@ impl Loader<'_> {
                 UpstreamProtocol::Http1
             }
         };
+        let tls = spec.tls.map(|tls| TlsFiles {
+            cert_file: self.resolve(&tls.cert_file),
+            key_file: self.resolve(&tls.key_file),
+        });
+        if let Some(files) = &tls {
+            // Loaded here so that `baton check`, the start and a reload all refuse a pair that
+            // could not be served, with its place; the listener loads it again when it starts.
+            if let Err(e) = CertificatePair::load(files) {
+                self.error(
+                    None,
+                    &format!("proxy.tls.{}", e.file().config_field()),
+                    &e.to_string(),
+                );
+            }
+        }
         ProxyConfig {
             listen: self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen"),
             upstream: spec.upstream,
@@ -630,6 +648,7 @@ impl Loader<'_> {
             threads: spec.threads,
             trust_forwarded_headers: spec.trust_forwarded_headers,
             grace_period,
+            tls,
         }
     }
 

@@ -6,16 +6,22 @@
 //! connection shuts down gracefully: requests in flight finish, idle keep-alive connections
 //! close, HTTP/2 clients get a GOAWAY; upgraded connections are waited for too, all within
 //! the grace period.
+//!
+//! With `[proxy] tls` the listener speaks TLS only ([`crate::tls`]): each connection's
+//! handshake runs in its own task, then the same builder serves the TLS stream, HTTP/2 or
+//! HTTP/1.1 as ALPN chose.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -23,13 +29,16 @@ use crate::admin::AdminState;
 use crate::config::Config;
 use crate::control::{Control, Loaded};
 use crate::exchange::{Exchanger, ExchangerOptions};
-use crate::proxy::Gateway;
+use crate::proxy::{Downstream, Gateway, Scheme};
+use crate::tls::{CertificatePair, ServerTls};
 
 /// The gateway and what serves its listener.
 #[derive(Clone)]
 pub struct App {
     gateway: Arc<Gateway>,
     connections: Arc<auto::Builder<TokioExecutor>>,
+    /// `[proxy] tls` as it was at start: the listener then speaks TLS only.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Building the app failed.
@@ -39,6 +48,12 @@ pub enum StartError {
     /// The JWKS client could not be built.
     #[error(transparent)]
     Jwks(#[from] crate::idp::jwks::JwksError),
+    /// The TLS certificate pair cannot be served.
+    #[error("proxy.tls.{field}: {0}", field = .0.file().config_field())]
+    TlsPair(#[from] crate::tls::PairError),
+    /// rustls refused the TLS settings.
+    #[error("TLS cannot be set up: {0}")]
+    TlsSettings(#[from] rustls::Error),
     /// The upstream could not be resolved.
     #[error(transparent)]
     Upstream(#[from] crate::proxy::UpstreamError),
@@ -57,13 +72,71 @@ impl std::fmt::Debug for App {
 impl App {
     /// Builds the exchanger and the gateway for `config`.
     pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, StartError> {
+        let tls = match &config.proxy.tls {
+            Some(files) => Some(Arc::new(ServerTls::new(&CertificatePair::load(files)?)?)),
+            None => None,
+        };
         let exchanger = Arc::new(Exchanger::new(config, options)?);
         let gateway = Arc::new(Gateway::new(exchanger)?);
         let connections = auto::Builder::new(TokioExecutor::new());
         Ok(Self {
             gateway,
             connections: Arc::new(connections),
+            tls,
         })
+    }
+
+    /// The listener's TLS, when `[proxy] tls` was set at start.
+    pub fn tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
+    }
+
+    /// Serves one accepted connection in a task of its own, where the TLS handshake (if
+    /// any) runs too: a slow or silent client never holds up the accept loop.
+    fn spawn_connection(&self, stream: TcpStream, client: SocketAddr, watcher: Watcher) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let Some(tls) = &app.tls else {
+                let downstream = Downstream {
+                    address: client,
+                    scheme: Scheme::Http,
+                };
+                return app.serve_connection(stream, downstream, watcher).await;
+            };
+            match tls.accept(stream).await {
+                Ok(stream) => {
+                    let downstream = Downstream {
+                        address: client,
+                        scheme: Scheme::Https,
+                    };
+                    app.serve_connection(stream, downstream, watcher).await;
+                }
+                // Scanners, health checks that only connect, clients that distrust the
+                // certificate: nothing for an operator to fix.
+                Err(e) => tracing::debug!(%client, error = %e, "a TLS handshake failed"),
+            }
+        });
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on `io` (a TCP stream, or TLS over one) until the client
+    /// goes or graceful shutdown ends the connection.
+    async fn serve_connection<I>(&self, io: I, downstream: Downstream, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let gateway = Arc::clone(&self.gateway);
+        let service = hyper::service::service_fn(move |request| {
+            let gateway = Arc::clone(&gateway);
+            async move { Ok::<_, Infallible>(gateway.handle(request, downstream).await) }
+        });
+        let connection = self
+            .connections
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(e) = watcher.watch(connection).await {
+            // A client that goes away or sends garbage: nothing to answer.
+            tracing::debug!(error = %e, "a client connection ended with an error");
+        }
     }
 
     /// The gateway (for reloads and metrics).
@@ -82,24 +155,7 @@ impl App {
                     Ok((stream, client)) => {
                         // Small responses go out at once rather than waiting on Nagle.
                         let _ = stream.set_nodelay(true);
-                        let gateway = Arc::clone(&self.gateway);
-                        let service = hyper::service::service_fn(move |request| {
-                            let gateway = Arc::clone(&gateway);
-                            async move {
-                                Ok::<_, Infallible>(gateway.handle(request, client).await)
-                            }
-                        });
-                        let connection = self
-                            .connections
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(e) = connection.await {
-                                // A client that goes away or sends garbage: nothing to answer.
-                                tracing::debug!(error = %e, "a client connection ended with an error");
-                            }
-                        });
+                        self.spawn_connection(stream, client, graceful.watcher());
                     }
                     Err(e) => {
                         // Out of file descriptors, typically: back off instead of spinning.
@@ -179,6 +235,9 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&control))));
+    let tls_watcher = app
+        .tls()
+        .map(|tls| tokio::spawn(watch_tls_files(Arc::clone(tls), &gateway)));
     let signals = tokio::spawn(handle_signals(Arc::clone(&control), shutdown_tx));
     let mut drain = shutdown_rx.clone();
     let serving = app.serve(listener, shutdown_rx);
@@ -192,7 +251,7 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
         }
     }
     signals.abort();
-    if let Some(watcher) = watcher {
+    for watcher in [watcher, tls_watcher].into_iter().flatten() {
         watcher.abort();
     }
     admin_task.abort();
@@ -216,6 +275,23 @@ async fn watch_file(control: Arc<Control>) {
             reload(&control).await;
             seen = current;
         }
+    }
+}
+
+/// Follows the certificate files of the running config's `[proxy] tls` (a reload may point
+/// elsewhere; one that drops `tls` keeps the last files, as the listener stays TLS until a
+/// restart).
+fn watch_tls_files(
+    tls: Arc<ServerTls>,
+    gateway: &Arc<Gateway>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let gateway = Arc::clone(gateway);
+    let files = move || gateway.exchanger().config().proxy.tls.clone();
+    let initial = files();
+    async move {
+        // `App::new` built TLS from this config, so it names the files.
+        let Some(initial) = initial else { return };
+        tls.watch(initial, files).await;
     }
 }
 
