@@ -15,6 +15,9 @@ mod hostile_requests;
 #[path = "proxy/http2.rs"]
 mod http2;
 
+#[path = "proxy/tls.rs"]
+mod tls;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,6 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use support::baton::{Baton, reserve_addr};
 use support::http::Answer;
+use support::tls::{Leaf, TestCa};
 use support::{JwksServer, TestKey, header, now, payload};
 
 // --- constants ------------------------------------------------------------------------
@@ -610,6 +614,8 @@ struct Opts {
     read_timeout: &'static str,
     /// `[proxy] upstream_protocol`.
     upstream_protocol: &'static str,
+    /// `[proxy] tls` with `tls/cert.pem` and `tls/key.pem`, a leaf of the harness's test CA.
+    tls: bool,
 }
 
 impl Default for Opts {
@@ -627,6 +633,7 @@ impl Default for Opts {
             broken: false,
             read_timeout: "60s",
             upstream_protocol: "http1",
+            tls: false,
         }
     }
 }
@@ -646,6 +653,8 @@ struct Harness {
     key_b: TestKey,
     http: reqwest::Client,
     layout: Layout,
+    /// With [`Opts::tls`]: the CA and the leaf baton started with.
+    tls: Option<(TestCa, Leaf)>,
     _jwks: JwksServer,
     _dir: tempfile::TempDir,
 }
@@ -671,6 +680,16 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key-a.pem"), &key_a.private_pem).unwrap();
         std::fs::write(dir.path().join("key-b.pem"), &key_b.private_pem).unwrap();
+        let tls = opts.tls.then(|| {
+            let ca = TestCa::new();
+            let leaf = ca.leaf("baton first", 1);
+            std::fs::create_dir(dir.path().join("tls")).unwrap();
+            leaf.write(
+                &dir.path().join("tls/cert.pem"),
+                &dir.path().join("tls/key.pem"),
+            );
+            (ca, leaf)
+        });
         let layout = Layout {
             proxy: reserve_addr(),
             admin: reserve_addr(),
@@ -696,6 +715,7 @@ impl Harness {
             key_b,
             http,
             layout,
+            tls,
             _jwks: jwks,
             _dir: dir,
         };
@@ -756,6 +776,11 @@ mapping = {{ "sub.$" = "$.sub" }}
         } else {
             self.upstream
         };
+        let tls = if o.tls {
+            r#"tls = { cert_file = "tls/cert.pem", key_file = "tls/key.pem" }"#
+        } else {
+            ""
+        };
         let app_key = if o.broken {
             "sbk_missing"
         } else {
@@ -775,6 +800,7 @@ trust_forwarded_headers = {trust}
 grace_period = "{grace}"
 read_timeout = "{read_timeout}"
 upstream_protocol = "{upstream_protocol}"
+{tls}
 
 [[proxy.routes]]
 prefix = "/admin"
