@@ -348,3 +348,62 @@ fn assert_no_key_material(text: &str, key_pem: &str) {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_neither_holds_up_others_nor_keeps_its_connection_past_the_handshake_timeout()
+ {
+    let h = tls_harness().await;
+    let addr = h.baton.addr;
+    let token = h.idp_token("patient");
+    // Connected, and never a byte of a ClientHello.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+
+    // The handshake waits in the silent connection's own task: others are served meanwhile.
+    let stream = h.test_ca().connect(addr, &[b"h2"]).await;
+    let mut connection = http2_over(stream).await;
+    let answer = get_http2(&mut connection, addr, "/meanwhile", &token).await;
+    assert_eq!(answer, (200, http::Version::HTTP_2));
+
+    // After the 10 s handshake timeout baton closes the silent connection, without an error
+    // log (a failed handshake is a debug line).
+    let started = Instant::now();
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buffer))
+        .await
+        .expect("baton closes a connection whose handshake never starts");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the silent client was sent {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed after {:?}, before the handshake timeout",
+        started.elapsed()
+    );
+    assert!(!h.baton.log().contains("ERROR"), "{}", h.baton.log());
+}
+
+#[test]
+fn debug_of_the_tls_state_never_shows_the_private_key() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("baton", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let files = baton::tls::TlsFiles {
+        cert_file: dir.path().join("cert.pem"),
+        key_file: dir.path().join("key.pem"),
+    };
+    leaf.write(&files.cert_file, &files.key_file);
+    let pair = baton::tls::CertificatePair::load(&files).unwrap();
+    assert_eq!(pair.leaf().as_ref(), leaf.cert_der.as_slice());
+    let tls = baton::tls::ServerTls::new(&pair).unwrap();
+    let shown = format!("{pair:?} {tls:?} {:?}", tls.current());
+    assert!(shown.contains("CertificatePair"), "{shown}");
+    assert_no_key_material(&shown, &leaf.key_pem);
+    // The key's DER, in the forms a Debug of bytes would print it.
+    let der = pem::parse(&leaf.key_pem).unwrap().into_contents();
+    assert!(
+        !shown.contains(&format!("{:?}", &der[der.len() - 8..])),
+        "{shown}"
+    );
+    assert!(!shown.contains(&hex(&der[der.len() - 8..])), "{shown}");
+}
