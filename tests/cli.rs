@@ -346,6 +346,19 @@ fn check_validates_the_tls_pair_and_names_its_place() {
         assert!(shown.contains(error), "{error}: {shown}");
         assert_no_key_material(&shown, &leaf.key_pem);
     }
+
+    // The table takes the two files and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_tls_config(dir.path(), Some(&leaf.chain_pem), Some(&leaf.key_pem));
+    let text_with_extra = std::fs::read_to_string(&config).unwrap().replace(
+        "key_file = \"tls/key.pem\" }",
+        "key_file = \"tls/key.pem\", ca_file = \"ca.pem\" }",
+    );
+    std::fs::write(&config, text_with_extra).unwrap();
+    let output = baton(&["check", "--config", &config], None);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("unknown field `ca_file`"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
