@@ -12,6 +12,15 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'pyjwt[crypto]==2.15.1'
 fi
 
+# curl with HTTP/2 (nghttp2): a TLS client nobody here wrote, for the proxy's TLS tests; the
+# openssl CLI makes the PKCS#1 and SEC1 keys of `baton check`'s TLS test.
+if ! command -v curl >/dev/null 2>&1 || ! curl --version | grep -q HTTP2 \
+  || ! command -v openssl >/dev/null 2>&1; then
+  echo "test.sh: installing curl and openssl" >&2
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq curl openssl >/dev/null
+fi
+
 # npm packages of the interop tests (oidc-provider, @statebacked/client), when present.
 if [ -f tests/interop/package.json ]; then
   if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then

@@ -38,6 +38,7 @@ use crate::mint::{
 };
 use crate::request_path;
 use crate::secret::Secret;
+use crate::tls::{CertificatePair, TlsFiles};
 
 /// `audience_base` unless `[server]` sets it: State Backed's.
 pub const DEFAULT_AUDIENCE_BASE: &str = "https://tokens.statebacked.dev";
@@ -178,6 +179,8 @@ pub struct ProxyConfig {
     /// An HTTP/1 request head not complete this long after its first byte gets 408 and the
     /// connection is closed; `None` (set to 0) waits for ever.
     pub header_timeout: Option<Duration>,
+    /// TLS on the listener (`[proxy] tls`), or `None` for cleartext HTTP/1.1 and h2c.
+    pub tls: Option<TlsFiles>,
 }
 
 /// `[admin]`.
@@ -646,6 +649,21 @@ impl Loader<'_> {
                 UpstreamProtocol::Http1
             }
         };
+        let tls = spec.tls.map(|tls| TlsFiles {
+            cert_file: self.resolve(&tls.cert_file),
+            key_file: self.resolve(&tls.key_file),
+        });
+        if let Some(files) = &tls {
+            // Loaded here so that `baton check`, the start and a reload all refuse a pair that
+            // could not be served, with its place; the listener loads it again when it starts.
+            if let Err(e) = CertificatePair::load(files) {
+                self.error(
+                    None,
+                    &format!("proxy.tls.{}", e.file().config_field()),
+                    &e.to_string(),
+                );
+            }
+        }
         ProxyConfig {
             listen: self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen"),
             upstream: spec.upstream,
@@ -660,6 +678,7 @@ impl Loader<'_> {
             grace_period,
             idle_timeout,
             header_timeout,
+            tls,
         }
     }
 

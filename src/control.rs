@@ -149,6 +149,14 @@ impl Control {
                 "listen addresses, threads, the state file and its master key change only at restart"
             );
         }
+        if old.proxy.tls.is_some() != config.proxy.tls.is_some() {
+            // The listener speaks TLS or cleartext from its start; new certificate paths are
+            // followed without a restart (`tls::ServerTls::watch`), turning TLS on or off is not.
+            tracing::warn!(
+                "turning [proxy] tls on or off changes only at restart; the listener keeps \
+                 speaking what it spoke at start"
+            );
+        }
         let upstream = match Gateway::prepare(&config) {
             Ok(upstream) => upstream,
             Err(e) => {

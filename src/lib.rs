@@ -36,6 +36,7 @@ pub mod server;
 pub mod state;
 pub mod sts;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 
 pub use exchange::{ExchangeError, Exchanger, Minted};

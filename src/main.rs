@@ -202,6 +202,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                 eprintln!("warning: {warning}");
             }
             println!("{}: ok", path.display());
+            if let Some(tls) = &config.proxy.tls {
+                // Loading the config checked the pair: both files parse and the key matches.
+                println!(
+                    "  proxy tls: {} with its key {}",
+                    tls.cert_file.display(),
+                    tls.key_file.display()
+                );
+            }
             println!("  keys: {}", config.keys.len());
             for key in &config.keys {
                 let state = if key.is_retired() { " (retired)" } else { "" };

@@ -55,9 +55,40 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
 }
 
+/// The client's side of a request's connection: who called, and over what. The listener
+/// knows it; the request path reads it for `X-Forwarded-For` and `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downstream {
+    /// The client's address.
+    pub address: SocketAddr,
+    /// Whether the connection is TLS.
+    pub scheme: Scheme,
+}
+
+/// How a client's connection reached baton: the `X-Forwarded-Proto` the upstream gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Cleartext HTTP/1.1 or h2c.
+    Http,
+    /// TLS terminated by baton (`[proxy] tls`).
+    Https,
+}
+
 /// A config's upstream, resolved ahead of [`Gateway::install`].
 #[derive(Debug)]
 pub struct PreparedUpstream(Upstream);
+
+// === impl Scheme ===
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
 
 // === impl Gateway ===
 
@@ -101,13 +132,14 @@ impl Gateway {
         &self.exchanger
     }
 
-    /// Answers one request from `client` (and counts the answer in the metrics).
+    /// Answers one request that came over `downstream` (and counts the answer in the
+    /// metrics).
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        downstream: Downstream,
     ) -> Response<ProxyBody> {
-        let response = self.answer(request, client).await;
+        let response = self.answer(request, downstream).await;
         self.metrics.proxied(response.status().as_u16());
         response
     }
@@ -120,7 +152,11 @@ impl Gateway {
         response
     }
 
-    async fn answer(&self, request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        downstream: Downstream,
+    ) -> Response<ProxyBody> {
         let config = self.exchanger.config();
         let (mut parts, body) = request.into_parts();
         // Everything below matches on the normalized path, and the app receives exactly that
@@ -149,7 +185,7 @@ impl Gateway {
             return upstream_failed(UpstreamFailure::NotConfigured);
         };
         let downstream_upgrade =
-            forward::prepare_request(&mut parts, authorization, client, &config.proxy, target);
+            forward::prepare_request(&mut parts, authorization, downstream, &config.proxy, target);
         let started = Instant::now();
         let mut response = match target.send(Request::from_parts(parts, body)).await {
             Ok(response) => response,

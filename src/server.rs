@@ -7,8 +7,13 @@
 //! 408 ([`connection`]). On SIGTERM the listener closes and every connection shuts down
 //! gracefully: requests in flight finish, idle keep-alive connections close, HTTP/2 clients
 //! get a GOAWAY; upgraded connections are waited for too, all within the grace period.
+//!
+//! With `[proxy] tls` the listener speaks TLS only ([`crate::tls`]): each connection's
+//! handshake runs in its own task, then the same builder serves the TLS stream, HTTP/2 or
+//! HTTP/1.1 as ALPN chose; the connection's clocks and checks see the decrypted bytes.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +22,8 @@ use std::time::Duration;
 use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -26,7 +32,8 @@ use crate::config::Config;
 use crate::control::{Control, Loaded};
 use crate::errors::RequestRefused;
 use crate::exchange::{Exchanger, ExchangerOptions};
-use crate::proxy::Gateway;
+use crate::proxy::{Downstream, Gateway, Scheme};
+use crate::tls::{CertificatePair, ServerTls};
 
 mod connection;
 pub mod head_scan;
@@ -42,6 +49,8 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct App {
     gateway: Arc<Gateway>,
     connections: Arc<auto::Builder<TokioExecutor>>,
+    /// `[proxy] tls` as it was at start: the listener then speaks TLS only.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Building the app failed.
@@ -51,6 +60,12 @@ pub enum StartError {
     /// The JWKS client could not be built.
     #[error(transparent)]
     Jwks(#[from] crate::idp::jwks::JwksError),
+    /// The TLS certificate pair cannot be served.
+    #[error("proxy.tls.{field}: {0}", field = .0.file().config_field())]
+    TlsPair(#[from] crate::tls::PairError),
+    /// rustls refused the TLS settings.
+    #[error("TLS cannot be set up: {0}")]
+    TlsSettings(#[from] rustls::Error),
     /// The upstream could not be resolved.
     #[error(transparent)]
     Upstream(#[from] crate::proxy::UpstreamError),
@@ -69,6 +84,10 @@ impl std::fmt::Debug for App {
 impl App {
     /// Builds the exchanger and the gateway for `config`.
     pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, StartError> {
+        let tls = match &config.proxy.tls {
+            Some(files) => Some(Arc::new(ServerTls::new(&CertificatePair::load(files)?)?)),
+            None => None,
+        };
         let exchanger = Arc::new(Exchanger::new(config, options)?);
         let gateway = Arc::new(Gateway::new(exchanger)?);
         let mut connections = auto::Builder::new(TokioExecutor::new());
@@ -78,7 +97,13 @@ impl App {
         Ok(Self {
             gateway,
             connections: Arc::new(connections),
+            tls,
         })
+    }
+
+    /// The listener's TLS, when `[proxy] tls` was set at start.
+    pub fn tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
     }
 
     /// The gateway (for reloads and metrics).
@@ -137,22 +162,60 @@ impl App {
 }
 
 impl App {
-    /// Serves one client connection in its own task until it ends: shut down gracefully
-    /// when it has been idle for `[proxy] idle_timeout` or when `shutdown` turns true.
+    /// Serves one accepted connection in a task of its own, where the TLS handshake (if
+    /// any) runs too: a slow or silent client never holds up the accept loop. The connection
+    /// counts as open from its accept, so draining waits for handshakes too.
     fn spawn_connection(
         &self,
-        stream: tokio::net::TcpStream,
-        client: std::net::SocketAddr,
-        mut shutdown: watch::Receiver<bool>,
+        stream: TcpStream,
+        client: SocketAddr,
+        shutdown: watch::Receiver<bool>,
         open: &Arc<AtomicUsize>,
     ) {
+        let app = self.clone();
+        let open = OpenConnection::new(open);
+        tokio::spawn(async move {
+            let _open = open;
+            let Some(tls) = &app.tls else {
+                let downstream = Downstream {
+                    address: client,
+                    scheme: Scheme::Http,
+                };
+                return app.serve_connection(stream, downstream, shutdown).await;
+            };
+            match tls.accept(stream).await {
+                Ok(stream) => {
+                    let downstream = Downstream {
+                        address: client,
+                        scheme: Scheme::Https,
+                    };
+                    app.serve_connection(stream, downstream, shutdown).await;
+                }
+                // Scanners, health checks that only connect, clients that distrust the
+                // certificate: nothing for an operator to fix.
+                Err(e) => tracing::debug!(%client, error = %e, "a TLS handshake failed"),
+            }
+        });
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on `io` (a TCP stream, or TLS over one) until the client
+    /// goes, or until it is shut down gracefully: idle for `[proxy] idle_timeout`, or
+    /// `shutdown` turned true.
+    async fn serve_connection<I>(
+        &self,
+        io: I,
+        downstream: Downstream,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         // Timeouts of the config in force when the connection was accepted.
         let (idle_timeout, header_timeout) = {
             let config = self.gateway.exchanger().config();
             (config.proxy.idle_timeout, config.proxy.header_timeout)
         };
         let activity = Activity::new();
-        let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity), header_timeout));
+        let io = TokioIo::new(ClientIo::new(io, Arc::clone(&activity), header_timeout));
         let gateway = Arc::clone(&self.gateway);
         let service = hyper::service::service_fn({
             let activity = Arc::clone(&activity);
@@ -168,7 +231,7 @@ impl App {
                         Some(Smuggling::BareLineFeed) => {
                             gateway.refuse(&RequestRefused::BareLineFeed)
                         }
-                        None => gateway.handle(request, client).await,
+                        None => gateway.handle(request, downstream).await,
                     };
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         activity.upgraded();
@@ -181,36 +244,32 @@ impl App {
             .connections
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let open = OpenConnection::new(open);
-        tokio::spawn(async move {
-            let _open = open;
-            let mut connection = std::pin::pin!(connection);
-            let mut idle = std::pin::pin!(async {
-                match idle_timeout {
-                    Some(timeout) => activity.idle_for(timeout).await,
-                    None => std::future::pending().await,
-                }
-            });
-            let mut closing = false;
-            let ended = loop {
-                tokio::select! {
-                    ended = connection.as_mut() => break ended,
-                    () = &mut idle, if !closing => {
-                        tracing::debug!("closing a client connection idle for idle_timeout");
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    _ = shutdown.wait_for(|stop| *stop), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-            };
-            if let Err(e) = ended {
-                // A client that goes away or sends garbage: nothing to answer.
-                tracing::debug!(error = %e, "a client connection ended with an error");
+        let mut connection = std::pin::pin!(connection);
+        let mut idle = std::pin::pin!(async {
+            match idle_timeout {
+                Some(timeout) => activity.idle_for(timeout).await,
+                None => std::future::pending().await,
             }
         });
+        let mut closing = false;
+        let ended = loop {
+            tokio::select! {
+                ended = connection.as_mut() => break ended,
+                () = &mut idle, if !closing => {
+                    tracing::debug!("closing a client connection idle for idle_timeout");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(e) = ended {
+            // A client that goes away or sends garbage: nothing to answer.
+            tracing::debug!(error = %e, "a client connection ended with an error");
+        }
     }
 }
 
@@ -272,6 +331,9 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&control))));
+    let tls_watcher = app
+        .tls()
+        .map(|tls| tokio::spawn(watch_tls_files(Arc::clone(tls), &gateway)));
     let signals = tokio::spawn(handle_signals(Arc::clone(&control), shutdown_tx));
     let mut drain = shutdown_rx.clone();
     let serving = app.serve(listener, shutdown_rx);
@@ -285,7 +347,7 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
         }
     }
     signals.abort();
-    if let Some(watcher) = watcher {
+    for watcher in [watcher, tls_watcher].into_iter().flatten() {
         watcher.abort();
     }
     admin_task.abort();
@@ -309,6 +371,23 @@ async fn watch_file(control: Arc<Control>) {
             reload(&control).await;
             seen = current;
         }
+    }
+}
+
+/// Follows the certificate files of the running config's `[proxy] tls` (a reload may point
+/// elsewhere; one that drops `tls` keeps the last files, as the listener stays TLS until a
+/// restart).
+fn watch_tls_files(
+    tls: Arc<ServerTls>,
+    gateway: &Arc<Gateway>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let gateway = Arc::clone(gateway);
+    let files = move || gateway.exchanger().config().proxy.tls.clone();
+    let initial = files();
+    async move {
+        // `App::new` built TLS from this config, so it names the files.
+        let Some(initial) = initial else { return };
+        tls.watch(initial, files).await;
     }
 }
 

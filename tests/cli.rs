@@ -260,3 +260,200 @@ fn check_accepts_plain_http_with_allow_http_and_warns() {
         assert!(!text(&output).contains("allow_http"), "{}", text(&output));
     }
 }
+
+/// The config of [`write_config`] with `[proxy] tls` naming `tls/cert.pem` and `tls/key.pem`
+/// (relative to the config file), which hold `cert` and `key` when given.
+fn write_tls_config(dir: &std::path::Path, cert: Option<&str>, key: Option<&str>) -> String {
+    let path = write_config(dir, "http://127.0.0.1:9/jwks.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[proxy]\n",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\ntls = { cert_file = \"tls/cert.pem\", key_file = \"tls/key.pem\" }\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    if let Some(cert) = cert {
+        std::fs::write(dir.join("tls/cert.pem"), cert).unwrap();
+    }
+    if let Some(key) = key {
+        std::fs::write(dir.join("tls/key.pem"), key).unwrap();
+    }
+    path
+}
+
+/// No line of the base64 body of `key_pem` appears in `text`.
+fn assert_no_key_material(text: &str, key_pem: &str) {
+    for line in key_pem.lines().filter(|line| !line.starts_with("-----")) {
+        let line = line.trim();
+        assert!(
+            line.len() < 16 || !text.contains(line),
+            "key material in the output:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn check_validates_the_tls_pair_and_names_its_place() {
+    let ca = support::tls::TestCa::new();
+    let leaf = ca.leaf("baton", 1);
+    let stranger = ca.leaf("somebody else", 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_tls_config(dir.path(), Some(&leaf.chain_pem), Some(&leaf.key_pem));
+    let output = baton(&["check", "--config", &config], None);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("proxy tls: "), "{shown}");
+    assert_no_key_material(&shown, &leaf.key_pem);
+
+    // A key the certificate does not certify.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_tls_config(dir.path(), Some(&leaf.chain_pem), Some(&stranger.key_pem));
+    let output = baton(&["check", "--config", &config], None);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("proxy.tls.key_file: the private key in ")
+            && shown.contains("does not match the certificate in "),
+        "{shown}"
+    );
+    assert_no_key_material(&shown, &stranger.key_pem);
+
+    // A missing certificate, a key file holding a certificate, a certificate file that is
+    // not PEM: each named by its field.
+    for (cert, key, error) in [
+        (
+            None,
+            Some(leaf.key_pem.as_str()),
+            "proxy.tls.cert_file: cannot read ",
+        ),
+        (
+            Some(leaf.chain_pem.as_str()),
+            Some(leaf.chain_pem.as_str()),
+            "proxy.tls.key_file: ",
+        ),
+        (
+            Some("not a certificate"),
+            Some(leaf.key_pem.as_str()),
+            "proxy.tls.cert_file: ",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_tls_config(dir.path(), cert, key);
+        let output = baton(&["check", "--config", &config], None);
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{shown}");
+        assert!(shown.contains("1 error in the configuration"), "{shown}");
+        assert!(shown.contains(error), "{error}: {shown}");
+        assert_no_key_material(&shown, &leaf.key_pem);
+    }
+
+    // The table takes the two files and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_tls_config(dir.path(), Some(&leaf.chain_pem), Some(&leaf.key_pem));
+    let text_with_extra = std::fs::read_to_string(&config).unwrap().replace(
+        "key_file = \"tls/key.pem\" }",
+        "key_file = \"tls/key.pem\", ca_file = \"ca.pem\" }",
+    );
+    std::fs::write(&config, text_with_extra).unwrap();
+    let output = baton(&["check", "--config", &config], None);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("unknown field `ca_file`"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_to_start_with_a_tls_key_that_does_not_match() {
+    let ca = support::tls::TestCa::new();
+    let leaf = ca.leaf("baton", 1);
+    let stranger = ca.leaf("somebody else", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_tls_config(dir.path(), Some(&leaf.chain_pem), Some(&stranger.key_pem));
+    let log = dir.path().join("serve.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["serve", "--config", &config])
+        .env("CLI_TEST_KEY", "sbsec_cli_test_secret")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let mut process = support::baton::ChildGuard::new("baton serve", child, None, log);
+    let status = process
+        .wait_exit(std::time::Duration::from_secs(30))
+        .await
+        .expect("baton serve exits when its TLS key does not match");
+    let shown = process.log();
+    assert!(!status.success(), "{shown}");
+    assert!(
+        shown.contains("proxy.tls.key_file: the private key in ")
+            && shown.contains("does not match the certificate in "),
+        "{shown}"
+    );
+    assert_no_key_material(&shown, &stranger.key_pem);
+    assert_no_key_material(&shown, &leaf.key_pem);
+}
+
+/// Runs the openssl CLI in `dir`, panicking with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        text(&output)
+    );
+}
+
+#[test]
+fn check_accepts_pkcs1_rsa_and_sec1_ec_keys_written_by_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    // `-traditional` writes `BEGIN RSA PRIVATE KEY` (PKCS#1); `ecparam -genkey` writes
+    // `BEGIN EC PRIVATE KEY` (SEC1).
+    openssl(&tls, &["genrsa", "-traditional", "-out", "rsa.pem", "2048"]);
+    openssl(
+        &tls,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.pem",
+        ],
+    );
+    for (key, header) in [
+        ("rsa.pem", "-----BEGIN RSA PRIVATE KEY-----"),
+        ("ec.pem", "-----BEGIN EC PRIVATE KEY-----"),
+    ] {
+        let pem = std::fs::read_to_string(tls.join(key)).unwrap();
+        assert!(pem.starts_with(header), "{pem:.40}");
+        openssl(
+            &tls,
+            &[
+                "req",
+                "-x509",
+                "-key",
+                key,
+                "-out",
+                "cert.pem",
+                "-subj",
+                "/CN=localhost",
+                "-days",
+                "2",
+            ],
+        );
+        let cert = std::fs::read_to_string(tls.join("cert.pem")).unwrap();
+        let config = write_tls_config(dir.path(), Some(&cert), Some(&pem));
+        let output = baton(&["check", "--config", &config], None);
+        let shown = text(&output);
+        assert!(output.status.success(), "{key}: {shown}");
+        assert_no_key_material(&shown, &pem);
+    }
+}

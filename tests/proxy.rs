@@ -17,6 +17,8 @@ mod http2;
 
 #[path = "proxy/connections.rs"]
 mod connections;
+#[path = "proxy/tls.rs"]
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use support::baton::{Baton, reserve_addr};
 use support::http::Answer;
+use support::tls::{Leaf, TestCa};
 use support::{JwksServer, TestKey, header, now, payload};
 
 // --- constants ------------------------------------------------------------------------
@@ -618,6 +621,8 @@ struct Opts {
     header_timeout: &'static str,
     /// `[proxy] upstream` is this address instead of the recording [`Upstream`].
     upstream_at: Option<SocketAddr>,
+    /// `[proxy] tls` with `tls/cert.pem` and `tls/key.pem`, a leaf of the harness's test CA.
+    tls: bool,
 }
 
 impl Default for Opts {
@@ -638,6 +643,7 @@ impl Default for Opts {
             idle_timeout: "90s",
             header_timeout: "10s",
             upstream_at: None,
+            tls: false,
         }
     }
 }
@@ -657,6 +663,8 @@ struct Harness {
     key_b: TestKey,
     http: reqwest::Client,
     layout: Layout,
+    /// With [`Opts::tls`]: the CA and the leaf baton started with.
+    tls: Option<(TestCa, Leaf)>,
     _jwks: JwksServer,
     _dir: tempfile::TempDir,
 }
@@ -682,6 +690,16 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key-a.pem"), &key_a.private_pem).unwrap();
         std::fs::write(dir.path().join("key-b.pem"), &key_b.private_pem).unwrap();
+        let tls = opts.tls.then(|| {
+            let ca = TestCa::new();
+            let leaf = ca.leaf("baton first", 1);
+            std::fs::create_dir(dir.path().join("tls")).unwrap();
+            leaf.write(
+                &dir.path().join("tls/cert.pem"),
+                &dir.path().join("tls/key.pem"),
+            );
+            (ca, leaf)
+        });
         let layout = Layout {
             proxy: reserve_addr(),
             admin: reserve_addr(),
@@ -707,6 +725,7 @@ impl Harness {
             key_b,
             http,
             layout,
+            tls,
             _jwks: jwks,
             _dir: dir,
         };
@@ -767,6 +786,11 @@ mapping = {{ "sub.$" = "$.sub" }}
         } else {
             o.upstream_at.unwrap_or(self.upstream)
         };
+        let tls = if o.tls {
+            r#"tls = { cert_file = "tls/cert.pem", key_file = "tls/key.pem" }"#
+        } else {
+            ""
+        };
         let app_key = if o.broken {
             "sbk_missing"
         } else {
@@ -788,6 +812,7 @@ read_timeout = "{read_timeout}"
 upstream_protocol = "{upstream_protocol}"
 idle_timeout = "{idle_timeout}"
 header_timeout = "{header_timeout}"
+{tls}
 
 [[proxy.routes]]
 prefix = "/admin"

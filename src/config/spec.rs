@@ -63,8 +63,20 @@ pub struct ProxySpec {
     pub grace_period: Option<DurationSpec>,
     pub idle_timeout: Option<DurationSpec>,
     pub header_timeout: Option<DurationSpec>,
+    /// Terminate TLS on the listener with this certificate and key.
+    pub tls: Option<TlsSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+}
+
+/// `[proxy] tls`: PEM files, relative to the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// The certificate chain, leaf first.
+    pub cert_file: String,
+    /// The leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: String,
 }
 
 /// One `[[proxy.routes]]` entry.

@@ -1,7 +1,6 @@
 //! The request and response as they cross baton: hop-by-hop headers removed (RFC 9110
 //! §7.6.1), `X-Forwarded-*` set, `Host` kept or supplied, and an HTTP/1.1 upgrade's tunnel.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::Downstream;
 use super::upstream::Target;
 use crate::config::ProxyConfig;
 use crate::errors::UpstreamFailure;
@@ -51,7 +51,7 @@ struct OpenTunnel(Arc<AtomicUsize>);
 pub(super) fn prepare_request(
     parts: &mut Parts,
     authorization: Option<HeaderValue>,
-    client: SocketAddr,
+    downstream: Downstream,
     proxy: &ProxyConfig,
     target: &Target,
 ) -> Option<OnUpgrade> {
@@ -86,7 +86,11 @@ pub(super) fn prepare_request(
     {
         parts.headers.insert(header::HOST, host);
     }
-    forwarded_headers(&mut parts.headers, client, proxy.trust_forwarded_headers);
+    forwarded_headers(
+        &mut parts.headers,
+        downstream,
+        proxy.trust_forwarded_headers,
+    );
     // An HTTP/1.0 request may come without `Host`; the app gets the authority baton
     // connects to rather than none (HTTP/1.1 requires one, RFC 9112 §3.2).
     if !parts.headers.contains_key(header::HOST) {
@@ -210,9 +214,9 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A client's own values are replaced, unless
 /// `[proxy] trust_forwarded_headers` says a trusted proxy stands in front of baton; then
 /// baton appends to `X-Forwarded-For` and keeps the others. `X-Forwarded-Host` comes from
-/// `Host` only.
-fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, trusted: bool) {
-    let client_ip = client.ip().to_string();
+/// `Host` only. `X-Forwarded-Proto` is `https` when baton terminated TLS itself.
+fn forwarded_headers(headers: &mut HeaderMap, downstream: Downstream, trusted: bool) {
+    let client_ip = downstream.address.ip().to_string();
     // A chain may be split over several header lines (RFC 9110 §5.3): keep every hop.
     let chain = trusted
         .then(|| {
@@ -237,7 +241,10 @@ fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, trusted: bool)
         }
     }
     if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(downstream.scheme.as_str()),
+        );
     }
     if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
         match headers.get(header::HOST).cloned() {

@@ -5,6 +5,7 @@
 
 pub mod baton;
 pub mod http;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
