@@ -15,6 +15,9 @@ mod hostile_requests;
 #[path = "proxy/http2.rs"]
 mod http2;
 
+#[path = "proxy/grpc.rs"]
+mod grpc;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -610,6 +613,9 @@ struct Opts {
     read_timeout: &'static str,
     /// `[proxy] upstream_protocol`.
     upstream_protocol: &'static str,
+    /// `[proxy] upstream` is this server instead of the recording [`Upstream`] (a grpcio
+    /// app, say); `upstream_down` still wins.
+    upstream_at: Option<SocketAddr>,
 }
 
 impl Default for Opts {
@@ -627,6 +633,7 @@ impl Default for Opts {
             broken: false,
             read_timeout: "60s",
             upstream_protocol: "http1",
+            upstream_at: None,
         }
     }
 }
@@ -754,7 +761,7 @@ mapping = {{ "sub.$" = "$.sub" }}
         let upstream = if o.upstream_down {
             self.dead_upstream
         } else {
-            self.upstream
+            o.upstream_at.unwrap_or(self.upstream)
         };
         let app_key = if o.broken {
             "sbk_missing"
