@@ -21,6 +21,13 @@ if ! command -v curl >/dev/null 2>&1 || ! curl --version | grep -q HTTP2 \
   as_root apt-get install -y -qq curl openssl >/dev/null
 fi
 
+# grpcio: a gRPC server and client nobody here wrote, for the gRPC tests through the proxy
+# (tests/interop/grpc/, tests/proxy/grpc.rs).
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "test.sh: installing grpcio" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'grpcio==1.85.3'
+fi
+
 # npm packages of the interop tests (oidc-provider, @statebacked/client), when present.
 if [ -f tests/interop/package.json ]; then
   if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then

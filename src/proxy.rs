@@ -10,6 +10,10 @@
 //!    and, after the answer, the response's, and the tunnel of an HTTP/1.1 upgrade;
 //! 3. [`upstream`]: the pooled hyper client to `[proxy] upstream`, with its timeouts.
 //!
+//! Every answer baton writes instead of the upstream's is a [`Refusal`], answered in one
+//! place ([`Refusal::answer`]): as JSON to an HTTP caller, as a trailers-only gRPC status
+//! ([`grpc`]) to a gRPC one.
+//!
 //! Bodies are never buffered: the client's `Incoming` body goes to the upstream as it
 //! arrives and the upstream's comes back the same way, with hyper's backpressure both ways.
 //! The exchange itself (`Exchanger`) knows no HTTP types; this module and `server` are the
@@ -28,7 +32,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::errors::{RequestRefused, UpstreamFailure, upstream_rejection};
+use crate::errors::{Rejection, RequestRefused, UpstreamFailure, upstream_rejection};
 use crate::exchange::Exchanger;
 use crate::metrics::Metrics;
 use crate::published;
@@ -36,6 +40,7 @@ use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 
 mod auth;
 mod forward;
+mod grpc;
 mod upstream;
 
 pub use upstream::{ResponseBody, UpstreamError};
@@ -90,6 +95,32 @@ impl Scheme {
     }
 }
 
+/// An answer baton writes instead of the upstream's (a refused token, a path it will not
+/// forward, an upstream it could not reach): the answer an HTTP caller gets, and the fixed,
+/// token-free description (errors.rs) a gRPC caller gets as `grpc-message`.
+#[derive(Debug)]
+struct Refusal {
+    /// The JSON answer, with its status and any `WWW-Authenticate` challenge.
+    http: Reply,
+    /// The same words as the JSON's `error_description`.
+    description: &'static str,
+}
+
+/// Who is asking, which decides the form of a [`Refusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// Any HTTP client: refusals are JSON with their HTTP status.
+    Http,
+    /// A gRPC client (`content-type: application/grpc…`): refusals are gRPC statuses.
+    Grpc,
+}
+
+/// The HTTP status a refusal stands for, on a response whose own status says otherwise
+/// (a gRPC refusal is an HTTP 200): what the metrics count, so a refused gRPC call is
+/// counted as the 401 or 503 it is, not as a success.
+#[derive(Clone, Copy, Debug)]
+struct RefusedWith(u16);
+
 // === impl Gateway ===
 
 impl Gateway {
@@ -140,14 +171,18 @@ impl Gateway {
         downstream: Downstream,
     ) -> Response<ProxyBody> {
         let response = self.answer(request, downstream).await;
-        self.metrics.proxied(response.status().as_u16());
+        let status = response
+            .extensions()
+            .get::<RefusedWith>()
+            .map_or_else(|| response.status().as_u16(), |refused| refused.0);
+        self.metrics.proxied(status);
         response
     }
 
     /// Answers a request the listener refuses before it is parsed any further (the
-    /// connection's own checks), and counts it.
+    /// connection's own checks on HTTP/1 heads, so never a gRPC call), and counts it.
     pub fn refuse(&self, refused: &RequestRefused) -> Response<ProxyBody> {
-        let response = respond(auth::refusal(refused));
+        let response = auth::refusal(refused).answer(Caller::Http);
         self.metrics.proxied(response.status().as_u16());
         response
     }
@@ -159,10 +194,15 @@ impl Gateway {
     ) -> Response<ProxyBody> {
         let config = self.exchanger.config();
         let (mut parts, body) = request.into_parts();
+        let caller = if grpc::is_grpc(&parts.headers) {
+            Caller::Grpc
+        } else {
+            Caller::Http
+        };
         // Everything below matches on the normalized path, and the app receives exactly that
         // path: what baton matched is what the app serves (module docs of `request_path`).
         if let Err(refused) = auth::normalize_target(&mut parts) {
-            return respond(auth::refusal(&refused));
+            return auth::refusal(&refused).answer(caller);
         }
         let path = parts.uri.path();
         if config.server.tokens_path.as_deref() == Some(path) {
@@ -178,11 +218,11 @@ impl Gateway {
         let authorization =
             match auth::authorize(&self.exchanger, &self.metrics, &config, &mut parts).await {
                 Ok(authorization) => authorization,
-                Err(reply) => return respond(reply),
+                Err(refusal) => return refusal.answer(caller),
             };
         let upstream = self.upstream.load();
         let Some(target) = upstream.target() else {
-            return upstream_failed(UpstreamFailure::NotConfigured);
+            return Refusal::upstream(UpstreamFailure::NotConfigured).answer(caller);
         };
         let downstream_upgrade =
             forward::prepare_request(&mut parts, authorization, downstream, &config.proxy, target);
@@ -191,11 +231,11 @@ impl Gateway {
             Ok(response) => response,
             Err(failure) if failure.client_body_failed() => {
                 tracing::debug!(error = %failure, "the client's request body broke");
-                return respond(auth::refusal(&RequestRefused::BrokenBody));
+                return auth::refusal(&RequestRefused::BrokenBody).answer(caller);
             }
             Err(failure) => {
                 tracing::debug!(error = %failure, "the upstream request failed");
-                return upstream_failed(failure.kind());
+                return Refusal::upstream(failure.kind()).answer(caller);
             }
         };
         self.metrics.upstream(started.elapsed());
@@ -204,7 +244,7 @@ impl Gateway {
             Ok(Some(upgrades)) => {
                 forward::spawn_tunnel(upgrades, Arc::clone(&self.tunnels));
             }
-            Err(failure) => return upstream_failed(failure),
+            Err(failure) => return Refusal::upstream(failure).answer(caller),
         }
         response.map(|body| Either::Left(target.response_body(body)))
     }
@@ -278,17 +318,40 @@ fn serve_document(
     respond(reply.allow_origin(cors))
 }
 
-/// The JSON answer when the upstream could not be reached or did not answer in time
-/// (errors.rs decides status and wording).
-fn upstream_failed(failure: UpstreamFailure) -> Response<ProxyBody> {
-    let r = upstream_rejection(failure);
-    let body = json!({ "error": r.error, "error_description": r.description });
-    respond(Reply {
-        status: r.status,
-        headers: Vec::new(),
-        content_type: "application/json",
-        body: body.to_string().into_bytes(),
-    })
+// === impl Refusal ===
+
+impl Refusal {
+    /// The refusal when the upstream could not be reached or did not answer in time
+    /// (errors.rs decides status and wording).
+    fn upstream(failure: UpstreamFailure) -> Self {
+        let Rejection {
+            status,
+            error,
+            description,
+        } = upstream_rejection(failure);
+        let body = json!({ "error": error, "error_description": description });
+        Self {
+            http: Reply {
+                status,
+                headers: Vec::new(),
+                content_type: "application/json",
+                body: body.to_string().into_bytes(),
+            },
+            description,
+        }
+    }
+
+    /// The whole response to `caller`, marked with the HTTP status it stands for.
+    fn answer(self, caller: Caller) -> Response<ProxyBody> {
+        let status = self.http.status;
+        let reply = match caller {
+            Caller::Http => self.http,
+            Caller::Grpc => grpc::trailers_only(&self.http, self.description),
+        };
+        let mut response = respond(reply);
+        response.extensions_mut().insert(RefusedWith(status));
+        response
+    }
 }
 
 /// `reply` as the whole response (hyper sets `Content-Length` from the body).

@@ -17,6 +17,8 @@ mod http2;
 
 #[path = "proxy/connections.rs"]
 mod connections;
+#[path = "proxy/grpc.rs"]
+mod grpc;
 #[path = "proxy/tls.rs"]
 mod tls;
 

@@ -17,6 +17,8 @@ use crate::request_path;
 use crate::sts::Reply;
 use crate::telemetry;
 
+use super::Refusal;
+
 /// Refuses a request target that is not origin-form, and replaces the path with its
 /// normalized form (the query untouched) when normalizing changed it.
 pub(super) fn normalize_target(parts: &mut Parts) -> Result<(), RequestRefused> {
@@ -60,7 +62,7 @@ pub(super) async fn authorize(
     metrics: &Metrics,
     config: &Config,
     parts: &mut Parts,
-) -> Result<Option<HeaderValue>, Reply> {
+) -> Result<Option<HeaderValue>, Refusal> {
     let Some(service) = route(config, parts.uri.path()) else {
         // A `skip = true` route: passed on, but never with a bearer credential.
         drop_bearer_credentials(&mut parts.headers);
@@ -91,7 +93,11 @@ pub(super) async fn authorize(
             HeaderValue::from_maybe_shared(exchanged.minted.bearer().clone())
                 .map(Some)
                 .map_err(|_| {
-                    Reply::oauth_error(500, "server_error", "the token could not be issued")
+                    let description = "the token could not be issued";
+                    Refusal {
+                        http: Reply::oauth_error(500, "server_error", description),
+                        description,
+                    }
                 })
         }
         Err(e) => {
@@ -103,19 +109,23 @@ pub(super) async fn authorize(
                 started.elapsed(),
             );
             let r = rejection(&e, Surface::Proxy);
-            Err(if r.status == 401 {
+            let http = if r.status == 401 {
                 unauthorized(r.error, r.description)
             } else {
                 Reply::oauth_error(r.status, r.error, r.description)
+            };
+            Err(Refusal {
+                http,
+                description: r.description,
             })
         }
     }
 }
 
 /// The answer to a refused request (errors.rs decides status and wording).
-pub(super) fn refusal(refused: &RequestRefused) -> Reply {
+pub(super) fn refusal(refused: &RequestRefused) -> Refusal {
     let r = request_rejection(refused);
-    match refused {
+    let http = match refused {
         RequestRefused::MissingToken => Reply::oauth_error(r.status, r.error, r.description)
             .with_header("www-authenticate", "Bearer realm=\"baton\""),
         _ if r.status == 401 => unauthorized(r.error, r.description),
@@ -130,6 +140,10 @@ pub(super) fn refusal(refused: &RequestRefused) -> Reply {
             Reply::oauth_error(r.status, r.error, r.description).with_header("connection", "close")
         }
         _ => Reply::oauth_error(r.status, r.error, r.description),
+    };
+    Refusal {
+        http,
+        description: r.description,
     }
 }
 

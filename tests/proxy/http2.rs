@@ -7,7 +7,7 @@ use hyper::client::conn::http2::SendRequest;
 
 /// An HTTP/2 connection with prior knowledge to `addr` (what `curl --http2-prior-knowledge`
 /// opens), driven in the background.
-async fn h2c_connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+pub(super) async fn h2c_connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
