@@ -237,8 +237,9 @@ impl Exchanger {
         if let Some(hit) = self.cached(&key).await {
             return Ok(hit);
         }
-        self.run_and_cache(pipeline, key, subject_token, service)
-            .await
+        // Boxed: the miss path's future is kilobytes, and every request's future would be
+        // as large (and copied as often) if it were inline; a hit never allocates it.
+        Box::pin(self.run_and_cache(pipeline, key, subject_token, service)).await
     }
 
     /// What the proxy does with a bearer token: a token baton minted itself (under any of its
@@ -256,7 +257,8 @@ impl Exchanger {
         if let Some(own) = pipeline.verify_own(bearer, self.clock.now_unix()) {
             return own.map(|()| Authorized::Own).map_err(ExchangeError::Token);
         }
-        self.run_and_cache(pipeline, key, bearer, service)
+        // Boxed, as in `exchange`: keeps the cache-hit future small.
+        Box::pin(self.run_and_cache(pipeline, key, bearer, service))
             .await
             .map(Authorized::Exchanged)
     }

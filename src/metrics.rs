@@ -3,9 +3,14 @@
 //! Counters the library keeps as plain atomics (minted-token cache, JWKS) are read at scrape
 //! time; per-request metrics are recorded here by the proxy and `/tokens`.
 
-use std::sync::Arc;
+use std::hash::Hash;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use hashbrown::{Equivalent, HashMap};
+use parking_lot::RwLock;
+use rustc_hash::FxBuildHasher;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -26,6 +31,29 @@ pub struct Metrics {
     proxied: Family<StatusLabels, Counter>,
     upstream_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
+    /// The per-request series, resolved once: a `Family` lookup hashes its labels with
+    /// SipHash under a lock (and `exchanges`' labels would be allocated) on every request.
+    hot: HotSeries,
+}
+
+/// Handles to series of the families above (a handle shares its series' value).
+#[derive(Debug, Default)]
+struct HotSeries {
+    /// `proxied` by status − 100 (100–599).
+    proxied: Box<[OnceLock<Counter>]>,
+    /// `exchange_seconds` by surface: `proxy`, `tokens`.
+    exchange_seconds: [OnceLock<Histogram>; 2],
+    /// `exchanges` by its labels.
+    exchanges: RwLock<HashMap<ExchangeLabels, Counter, FxBuildHasher>>,
+}
+
+/// `ExchangeLabels` borrowed, for looking a series up without allocating its labels.
+#[derive(Hash)]
+struct ExchangeLabelsRef<'a> {
+    surface: &'static str,
+    outcome: &'static str,
+    idp: &'a str,
+    service: &'a str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +89,15 @@ struct CacheLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+impl Equivalent<ExchangeLabels> for ExchangeLabelsRef<'_> {
+    fn equivalent(&self, key: &ExchangeLabels) -> bool {
+        self.surface == key.surface
+            && self.outcome == key.outcome
+            && self.idp == key.idp
+            && self.service == key.service
+    }
 }
 
 /// Reads the exchanger's counters at scrape time.
@@ -113,6 +150,10 @@ impl Metrics {
             proxied,
             upstream_seconds,
             reloads,
+            hot: HotSeries {
+                proxied: (100..600).map(|_| OnceLock::new()).collect(),
+                ..HotSeries::default()
+            },
         }
     }
 
@@ -133,22 +174,55 @@ impl Metrics {
         service: &str,
         latency: Duration,
     ) {
-        self.exchanges
-            .get_or_create(&ExchangeLabels {
+        let labels = ExchangeLabelsRef {
+            surface,
+            outcome,
+            idp,
+            service,
+        };
+        let known = self.hot.exchanges.read().get(&labels).cloned();
+        let counter = known.unwrap_or_else(|| {
+            let owned = ExchangeLabels {
                 surface,
                 outcome,
                 idp: idp.to_owned(),
                 service: service.to_owned(),
-            })
-            .inc();
-        self.exchange_seconds
-            .get_or_create(&SurfaceLabels { surface })
-            .observe(latency.as_secs_f64());
+            };
+            let counter = self.exchanges.get_or_create(&owned).clone();
+            self.hot.exchanges.write().insert(owned, counter.clone());
+            counter
+        });
+        counter.inc();
+        let histogram = match surface {
+            "proxy" => Some(&self.hot.exchange_seconds[0]),
+            "tokens" => Some(&self.hot.exchange_seconds[1]),
+            _ => None,
+        };
+        let observe = |h: &Histogram| h.observe(latency.as_secs_f64());
+        match histogram {
+            Some(slot) => observe(slot.get_or_init(|| {
+                self.exchange_seconds
+                    .get_or_create(&SurfaceLabels { surface })
+                    .clone()
+            })),
+            None => observe(
+                &self
+                    .exchange_seconds
+                    .get_or_create(&SurfaceLabels { surface }),
+            ),
+        }
     }
 
     /// Records one response of the proxy listener.
     pub fn proxied(&self, status: u16) {
-        self.proxied.get_or_create(&StatusLabels { status }).inc();
+        let family = || self.proxied.get_or_create(&StatusLabels { status }).clone();
+        match status
+            .checked_sub(100)
+            .and_then(|i| self.hot.proxied.get(usize::from(i)))
+        {
+            Some(slot) => slot.get_or_init(family).inc(),
+            None => family().inc(),
+        };
     }
 
     /// Records one upstream round trip.
@@ -223,5 +297,72 @@ impl Collector for ExchangerCollector {
             generation.metric_type(),
         )?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::exchange::ExchangerOptions;
+
+    fn metrics() -> Metrics {
+        let config = Config::from_toml(
+            "[[keys]]\nid = \"sbk_t\"\nalgorithm = \"HS256\"\nsecret = \"sbsec_t\"\n",
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap();
+        let exchanger = Exchanger::new(config, ExchangerOptions::default()).unwrap();
+        Metrics::new(Arc::new(exchanger))
+    }
+
+    fn line<'t>(text: &'t str, starts: &str) -> Vec<&'t str> {
+        text.lines().filter(|l| l.starts_with(starts)).collect()
+    }
+
+    #[test]
+    fn series_counted_through_their_handles_are_the_exported_series() {
+        let m = metrics();
+        for _ in 0..3 {
+            m.exchange("proxy", "ok", "okta", "app", Duration::from_micros(20));
+        }
+        m.exchange("proxy", "ok", "okta", "other", Duration::from_micros(20));
+        m.exchange("tokens", "refused", "-", "app", Duration::from_micros(20));
+        m.exchange("elsewhere", "ok", "okta", "app", Duration::from_micros(20));
+        m.proxied(200);
+        m.proxied(200);
+        m.proxied(401);
+        m.proxied(42);
+        let text = m.encode();
+        let exchanges = line(&text, "baton_exchanges_total{");
+        assert_eq!(exchanges.len(), 4, "{text}");
+        assert!(
+            exchanges.iter().any(|l| l.contains("surface=\"proxy\"")
+                && l.contains("service=\"app\"")
+                && l.ends_with(" 3")),
+            "{exchanges:?}"
+        );
+        assert!(
+            exchanges
+                .iter()
+                .any(|l| l.contains("service=\"other\"") && l.ends_with(" 1"))
+        );
+        let counts = line(&text, "baton_exchange_duration_seconds_count");
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(
+            counts
+                .iter()
+                .any(|l| l.contains("\"proxy\"") && l.ends_with(" 4"))
+        );
+        let proxied = line(&text, "baton_proxied_requests_total{");
+        assert!(
+            proxied.contains(&"baton_proxied_requests_total{status=\"200\"} 2"),
+            "{proxied:?}"
+        );
+        assert!(proxied.contains(&"baton_proxied_requests_total{status=\"401\"} 1"));
+        assert!(proxied.contains(&"baton_proxied_requests_total{status=\"42\"} 1"));
     }
 }

@@ -206,7 +206,9 @@ impl Gateway {
         }
         let path = parts.uri.path();
         if config.server.tokens_path.as_deref() == Some(path) {
-            return self.serve_tokens(&parts, body).await;
+            // Boxed: its future (the whole exchange) would otherwise make every proxied
+            // request's future as large.
+            return Box::pin(self.serve_tokens(&parts, body)).await;
         }
         if config.server.jwks_path.as_deref() == Some(path) {
             return serve_document(&parts, &config, published::jwks(&config));

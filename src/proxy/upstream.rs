@@ -251,14 +251,18 @@ impl Body for ResponseBody {
         }
         // Nothing yet: the timer runs from the first wait after each frame (a body that is
         // already buffered never touches it).
-        let deadline = tokio::time::Instant::now() + this.read_timeout;
-        let idle = this
-            .idle
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !this.armed {
-            idle.as_mut().reset(deadline);
+            let deadline = tokio::time::Instant::now() + this.read_timeout;
+            match &mut this.idle {
+                Some(idle) => idle.as_mut().reset(deadline),
+                None => this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
             this.armed = true;
         }
+        // Set just above.
+        let Some(idle) = &mut this.idle else {
+            return Poll::Pending;
+        };
         match idle.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimedOut(this.read_timeout).into()))),
             Poll::Pending => Poll::Pending,

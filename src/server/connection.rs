@@ -98,7 +98,8 @@ const PREFACE_START: &[u8] = b"PRI * ";
 struct ArrivingHead {
     /// `Activity::heads` when the head began: once it moves, the head has arrived.
     heads_before: u64,
-    /// Whether `deadline` times this head (`header_timeout` is set).
+    /// Whether `deadline` times this head (`header_timeout` is set and the head did not
+    /// arrive whole in its first read).
     timed: bool,
 }
 
@@ -258,25 +259,29 @@ impl<I> ClientIo<I> {
                 .smuggling
                 .store(found as u8, Ordering::Release);
         }
+        // Most heads arrive whole in their first read: only one that does not is timed
+        // (from the end of that read), which spares most requests a clock read and a timer.
+        if !self.scan.head_complete()
+            && let Some(head) = &mut self.head
+            && !head.timed
+            && let Some(timeout) = self.header_timeout
+        {
+            let deadline = Instant::now() + timeout;
+            match &mut self.deadline {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            head.timed = true;
+        }
     }
 
     fn begin_head(&mut self) {
         self.activity.head_arriving.store(true, Ordering::Release);
         self.activity.smuggling.store(0, Ordering::Release);
         self.scan.restart();
-        let timed = if let Some(timeout) = self.header_timeout {
-            let deadline = Instant::now() + timeout;
-            match &mut self.deadline {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            true
-        } else {
-            false
-        };
         self.head = Some(ArrivingHead {
             heads_before: self.activity.heads.load(Ordering::Acquire),
-            timed,
+            timed: false,
         });
     }
 }

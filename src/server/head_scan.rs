@@ -33,6 +33,8 @@ pub struct HeadScan {
     searched: usize,
     /// The head's end was found (or the head was too large): nothing more to look at.
     finished: bool,
+    /// The head's end was found.
+    complete: bool,
 }
 
 /// The framing fields a head names, as bits.
@@ -60,6 +62,12 @@ impl HeadScan {
         self.partial.clear();
         self.searched = 0;
         self.finished = false;
+        self.complete = false;
+    }
+
+    /// Whether the bytes fed so far hold the head's end.
+    pub fn head_complete(&self) -> bool {
+        self.complete
     }
 
     /// Takes the next bytes read; once the head's end is among them, says what it shows.
@@ -72,6 +80,7 @@ impl HeadScan {
             // The common case: the whole head in one read, looked at where it lies.
             if let Some(end) = head_end(read, 0) {
                 self.finished = true;
+                self.complete = true;
                 return if end <= MAX_SCANNED {
                     inspect(&read[..end])
                 } else {
@@ -87,6 +96,7 @@ impl HeadScan {
             let from = self.searched.saturating_sub(3);
             if let Some(end) = head_end(&self.partial, from) {
                 self.finished = true;
+                self.complete = true;
                 let found = inspect(&self.partial[..end]);
                 self.partial.clear();
                 return found;
