@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
-use http::{Response, StatusCode, Uri};
+use http::{Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
@@ -61,6 +61,9 @@ async fn serve(listen: SocketAddr, upstream: Authority) -> Result<(), Box<dyn st
                 target.authority = Some(upstream);
                 target.path_and_query = request.uri().path_and_query().cloned();
                 *request.uri_mut() = Uri::from_parts(target).unwrap_or_default();
+                // The upstream speaks HTTP/1.1 (as baton's does in bench/h2.sh): an h2c
+                // request goes on as one, or hyper-util's client refuses it (502).
+                *request.version_mut() = Version::HTTP_11;
                 Ok::<_, Infallible>(match client.request(request).await {
                     Ok(response) => response.map(Either::Left),
                     Err(_) => {
