@@ -214,6 +214,28 @@ async fn scripted_upstream(script: Vec<(Duration, Vec<u8>)>, reset: bool) -> Soc
     addr
 }
 
+/// baton in front of `upstream`, and a connection on which `GET target` was sent and the
+/// response head read (status, headers); the body is left to read.
+async fn head_through_baton(
+    upstream: SocketAddr,
+    target: &str,
+) -> (Harness, BufReader<TcpStream>, u16, Vec<(String, String)>) {
+    let h = Harness::start(Opts {
+        upstream_at: Some(upstream),
+        ..Opts::default()
+    })
+    .await;
+    let mut stream = connect(h.baton.addr).await;
+    let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut stream).await;
+    (h, stream, status, headers)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_reset_mid_body_reaches_the_client_as_the_bytes_sent_then_a_close() {
     let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n";
@@ -228,18 +250,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_the_bytes_sent_then_a_
         true,
     )
     .await;
-    let h = Harness::start(Opts {
-        upstream_at: Some(upstream),
-        ..Opts::default()
-    })
-    .await;
-    let mut stream = connect(h.baton.addr).await;
-    stream
-        .get_mut()
-        .write_all(b"GET /public/download HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, headers) = read_head(&mut stream).await;
+    let (_h, mut stream, status, headers) = head_through_baton(upstream, "/public/download").await;
     assert_eq!(status, 200, "{headers:?}");
     let length = headers
         .iter()
@@ -269,18 +280,7 @@ async fn a_declared_length_response_arrives_piece_by_piece_as_the_upstream_write
         false,
     )
     .await;
-    let h = Harness::start(Opts {
-        upstream_at: Some(upstream),
-        ..Opts::default()
-    })
-    .await;
-    let mut stream = connect(h.baton.addr).await;
-    stream
-        .get_mut()
-        .write_all(b"GET /public/slow-body HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, headers) = read_head(&mut stream).await;
+    let (_h, mut stream, status, headers) = head_through_baton(upstream, "/public/slow-body").await;
     assert_eq!(status, 200);
     let head_at = Instant::now();
     // When each byte arrived, relative to the head.
