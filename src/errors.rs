@@ -127,6 +127,9 @@ pub enum RequestRefused {
     /// The request body broke off or was malformed (a bad chunk) on its way to the upstream.
     #[error("the request body could not be read")]
     BrokenBody,
+    /// An HTTP/1 request head over 64 KiB.
+    #[error("the request head is too large")]
+    HeadTooLarge,
     /// An HTTP/1 request head still incomplete `[proxy] header_timeout` after its first byte.
     #[error("the request head took too long")]
     HeadTimedOut,
@@ -164,6 +167,7 @@ pub fn request_rejection(refused: &RequestRefused) -> Rejection {
         RequestRefused::BrokenBody => {
             (400, "invalid_request", "the request body could not be read")
         }
+        RequestRefused::HeadTooLarge => (431, "invalid_request", "the request head is too large"),
         RequestRefused::HeadTimedOut => (
             408,
             "invalid_request",

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, Version, header};
+use hyper::body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -40,6 +41,9 @@ pub mod head_scan;
 
 use connection::{Activity, ClientIo, TrackedBody};
 use head_scan::Smuggling;
+
+/// How long a connection shut down for idleness may take to close before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// The largest HTTP/1 request head baton reads (Envoy's default is 60 KiB, nginx's 32 KiB).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -219,7 +223,7 @@ impl App {
         let gateway = Arc::clone(&self.gateway);
         let service = hyper::service::service_fn({
             let activity = Arc::clone(&activity);
-            move |request| {
+            move |request: http::Request<hyper::body::Incoming>| {
                 let in_flight = activity.request_started();
                 let gateway = Arc::clone(&gateway);
                 let activity = Arc::clone(&activity);
@@ -231,7 +235,22 @@ impl App {
                         Some(Smuggling::BareLineFeed) => {
                             gateway.refuse(&RequestRefused::BareLineFeed)
                         }
-                        None => gateway.handle(request, downstream).await,
+                        Some(Smuggling::TooLarge) => gateway.refuse(&RequestRefused::HeadTooLarge),
+                        None => {
+                            // A refusal of a request whose body was not read closes the
+                            // connection: hyper would read the rest of the body after the
+                            // answer, and those bytes are no request head (nginx and Envoy
+                            // close there too).
+                            let unread_body = request.version() < Version::HTTP_2
+                                && !request.body().is_end_stream();
+                            let mut response = gateway.handle(request, downstream).await;
+                            if unread_body && response.status().as_u16() >= 400 {
+                                response
+                                    .headers_mut()
+                                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            response
+                        }
                     };
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         activity.upgraded();
@@ -252,6 +271,9 @@ impl App {
             }
         });
         let mut closing = false;
+        // A connection shut down for idleness that does not end by itself (an HTTP/2 client
+        // that never acknowledges the GOAWAY's PING) is dropped this long after.
+        let mut hard_stop = std::pin::pin!(tokio::time::sleep(IDLE_CLOSE_GRACE));
         let ended = loop {
             tokio::select! {
                 ended = connection.as_mut() => break ended,
@@ -259,6 +281,11 @@ impl App {
                     tracing::debug!("closing a client connection idle for idle_timeout");
                     closing = true;
                     connection.as_mut().graceful_shutdown();
+                    hard_stop.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                () = &mut hard_stop, if closing => {
+                    tracing::debug!("dropping a client connection that did not close");
+                    break Ok(());
                 }
                 _ = shutdown.wait_for(|stop| *stop), if !closing => {
                     closing = true;

@@ -136,7 +136,9 @@ pub(super) fn refusal(refused: &RequestRefused) -> Refusal {
             )
         }
         // The rest of the connection cannot be read the same way by everyone (§6.1).
-        RequestRefused::AmbiguousLength | RequestRefused::BareLineFeed => {
+        RequestRefused::AmbiguousLength
+        | RequestRefused::BareLineFeed
+        | RequestRefused::HeadTooLarge => {
             Reply::oauth_error(r.status, r.error, r.description).with_header("connection", "close")
         }
         _ => Reply::oauth_error(r.status, r.error, r.description),

@@ -90,9 +90,9 @@ enum Protocol {
     Http2,
 }
 
-/// The start of the HTTP/2 connection preface (`PRI * HTTP/2.0…`); no HTTP/1 method is
-/// `PRI`.
-const PREFACE_START: &[u8] = b"PRI * ";
+/// The HTTP/2 connection preface, whole: hyper-util tells the protocols apart by all 24
+/// bytes, so `PRI * HTTP/1.1` is HTTP/1 here too.
+const PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A request head that has begun to arrive.
 struct ArrivingHead {
@@ -243,7 +243,14 @@ impl<I> ClientIo<I> {
                 }
             };
         }
-        if self.protocol == Protocol::Http2 || self.activity.upgraded.load(Ordering::Acquire) {
+        if self.protocol == Protocol::Http2 {
+            // What was taken for the start of a head was the preface.
+            if self.head.take().is_some() {
+                self.activity.head_arriving.store(false, Ordering::Release);
+            }
+            return;
+        }
+        if self.activity.upgraded.load(Ordering::Acquire) {
             return;
         }
         if self.head.is_none() {
@@ -276,7 +283,10 @@ impl<I> ClientIo<I> {
     }
 
     fn begin_head(&mut self) {
-        self.activity.head_arriving.store(true, Ordering::Release);
+        // Without a header_timeout a head is not timed, and idle_timeout still applies.
+        self.activity
+            .head_arriving
+            .store(self.header_timeout.is_some(), Ordering::Release);
         self.activity.smuggling.store(0, Ordering::Release);
         self.scan.restart();
         self.head = Some(ArrivingHead {
@@ -404,14 +414,20 @@ mod tests {
 
     #[test]
     fn the_http2_preface_is_told_from_http1_even_split_over_reads() {
-        assert_eq!(protocol_after(&[b"PRI * "]), Protocol::Http2);
-        assert_eq!(protocol_after(&[b"P", b"RI", b" * HT"]), Protocol::Http2);
+        let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(protocol_after(&[preface]), Protocol::Http2);
+        assert_eq!(
+            protocol_after(&[&preface[..3], &preface[3..10], &preface[10..]]),
+            Protocol::Http2
+        );
+        // hyper-util serves this as HTTP/1 (method PRI): so must the clocks and the scan.
+        assert_eq!(protocol_after(&[b"PRI * HTTP/1.1\r\n"]), Protocol::Http1);
         assert_eq!(protocol_after(&[b"POST"]), Protocol::Http1);
         assert_eq!(protocol_after(&[b"P", b"U"]), Protocol::Http1);
         assert_eq!(protocol_after(&[b"GET / "]), Protocol::Http1);
         assert_eq!(
-            protocol_after(&[b"PRI"]),
-            Protocol::Unknown { matched: 3 },
+            protocol_after(&[b"PRI * "]),
+            Protocol::Unknown { matched: 6 },
             "not decided on a prefix of both"
         );
     }

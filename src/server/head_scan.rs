@@ -19,6 +19,8 @@ pub enum Smuggling {
     BothLengths = 1,
     /// A line ended by LF alone.
     BareLineFeed = 2,
+    /// A head too large to scan ([`MAX_SCANNED`]): refused (431) rather than passed unread.
+    TooLarge = 3,
 }
 
 /// A head larger than this is not scanned: hyper refuses it (431).
@@ -35,6 +37,9 @@ pub struct HeadScan {
     finished: bool,
     /// The head's end was found.
     complete: bool,
+    /// A byte other than CR or LF was seen: the empty lines a request line may follow (RFC
+    /// 9112 §2.2, which httparse skips) are behind.
+    started: bool,
 }
 
 /// The framing fields a head names, as bits.
@@ -49,6 +54,7 @@ impl Smuggling {
         match code {
             1 => Some(Self::BothLengths),
             2 => Some(Self::BareLineFeed),
+            3 => Some(Self::TooLarge),
             _ => None,
         }
     }
@@ -59,7 +65,12 @@ impl Smuggling {
 impl HeadScan {
     /// Starts on a new head (keeping the buffer's allocation).
     pub fn restart(&mut self) {
+        if self.partial.capacity() > 8 * 1024 {
+            // One large head does not keep its buffer for the connection's life.
+            self.partial = Vec::new();
+        }
         self.partial.clear();
+        self.started = false;
         self.searched = 0;
         self.finished = false;
         self.complete = false;
@@ -71,9 +82,20 @@ impl HeadScan {
     }
 
     /// Takes the next bytes read; once the head's end is among them, says what it shows.
-    pub fn feed(&mut self, read: &[u8]) -> Option<Smuggling> {
+    pub fn feed(&mut self, mut read: &[u8]) -> Option<Smuggling> {
         if self.finished {
             return None;
+        }
+        if !self.started {
+            let empty_lines = read
+                .iter()
+                .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+                .count();
+            read = &read[empty_lines..];
+            if read.is_empty() {
+                return None;
+            }
+            self.started = true;
         }
         let first = self.partial.is_empty();
         if first {
@@ -84,7 +106,7 @@ impl HeadScan {
                 return if end <= MAX_SCANNED {
                     inspect(&read[..end])
                 } else {
-                    None
+                    Some(Smuggling::TooLarge)
                 };
             }
         }
@@ -106,6 +128,7 @@ impl HeadScan {
         if self.partial.len() == MAX_SCANNED {
             self.finished = true;
             self.partial = Vec::new();
+            return Some(Smuggling::TooLarge);
         }
         None
     }
@@ -205,16 +228,34 @@ mod tests {
     }
 
     #[test]
-    fn a_head_over_the_bound_is_left_to_hyper() {
+    fn empty_lines_before_the_request_line_do_not_end_the_scan() {
+        let head = b"\r\n\r\n\nGET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n";
+        assert_eq!(scan(&[head]), [Some(Smuggling::BareLineFeed)]);
+        assert_eq!(
+            scan(&[
+                b"\r\n",
+                b"\r\n",
+                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ]),
+            [None, None, Some(Smuggling::BothLengths)]
+        );
+    }
+
+    #[test]
+    fn a_head_over_the_bound_is_refused_not_passed_unscanned() {
         let mut scan = HeadScan::default();
         let big = vec![b'a'; MAX_SCANNED];
         assert_eq!(scan.feed(b"GET / HTTP/1.1\r\nX-Big: "), None);
-        assert_eq!(scan.feed(&big), None);
+        assert_eq!(scan.feed(&big), Some(Smuggling::TooLarge));
         assert_eq!(
             scan.feed(b"\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             None
         );
         assert!(scan.partial.capacity() == 0, "the buffer is released");
+        let mut whole = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        whole.extend_from_slice(&big);
+        whole.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(HeadScan::default().feed(&whole), Some(Smuggling::TooLarge));
         scan.restart();
         assert_eq!(
             scan.feed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),

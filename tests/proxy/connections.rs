@@ -139,6 +139,16 @@ async fn a_request_head_slower_than_header_timeout_gets_408_and_a_close() {
         "answered {open:?} after the first byte; header_timeout is 1 s"
     );
 
+    // `PRI * HTTP/1.1` is HTTP/1 (only the whole HTTP/2 preface is HTTP/2): timed too.
+    let mut pri = connect(h.baton.addr).await;
+    pri.get_mut()
+        .write_all(b"PRI * HTTP/1.1\r\nHost: a")
+        .await
+        .unwrap();
+    let (_, received) = open_for(&mut pri, Duration::from_secs(10)).await;
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with("HTTP/1.1 408 "), "{received:?}");
+
     // A head trickled a few bytes at a time but complete within the timeout is served.
     let mut trickle = connect(h.baton.addr).await;
     for piece in [
@@ -355,6 +365,10 @@ async fn smuggling_framing_and_oversized_heads_are_refused_and_reach_no_upstream
             "GET /public/x HTTP/1.1\r\nHost: a\r\nX-A: 1\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
         ),
         (
+            "a bare LF behind empty lines before the request line",
+            "\r\n\r\nGET /public/x HTTP/1.1\r\nHost: a\nX: b\r\n\r\n".to_owned(),
+        ),
+        (
             "a 200 KiB header block",
             format!(
                 "GET /public/x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
@@ -406,4 +420,26 @@ async fn smuggling_framing_and_oversized_heads_are_refused_and_reach_no_upstream
         .unwrap();
     let (status, _) = read_head(&mut stream).await;
     assert_eq!(status, 400, "a malformed chunk size");
+
+    // A refusal that leaves the body unread closes the connection: what hyper would read of
+    // the body next must not be taken for the next request head (a body with bare LFs here).
+    let body = "{\n  \"a\": 1\n}\n".repeat(1000);
+    let mut stream = connect(h.baton.addr).await;
+    let request = format!(
+        "POST /admin/x HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut stream).await;
+    assert_eq!(status, 401, "no token");
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v == "close"),
+        "{headers:?}"
+    );
 }
