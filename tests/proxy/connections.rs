@@ -46,6 +46,15 @@ async fn open_for(stream: &mut BufReader<TcpStream>, limit: Duration) -> (Durati
     (started.elapsed(), received)
 }
 
+/// Sends `bytes` on a new connection and reads what comes back until baton closes it:
+/// how long that took and what arrived, as text.
+async fn send_until_closed(addr: SocketAddr, bytes: &[u8]) -> (Duration, String) {
+    let mut stream = connect(addr).await;
+    stream.get_mut().write_all(bytes).await.unwrap();
+    let (open, received) = open_for(&mut stream, Duration::from_secs(10)).await;
+    (open, String::from_utf8_lossy(&received).into_owned())
+}
+
 async fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(addr).await.unwrap())
 }
@@ -125,13 +134,11 @@ async fn a_request_head_slower_than_header_timeout_gets_408_and_a_close() {
     })
     .await;
     // The head begins and never ends (slowloris).
-    let mut slow = connect(h.baton.addr).await;
-    slow.get_mut()
-        .write_all(b"GET /public/slow HTTP/1.1\r\nHost: app.example.test\r\nX-Slow: 1")
-        .await
-        .unwrap();
-    let (open, received) = open_for(&mut slow, Duration::from_secs(10)).await;
-    let received = String::from_utf8_lossy(&received);
+    let (open, received) = send_until_closed(
+        h.baton.addr,
+        b"GET /public/slow HTTP/1.1\r\nHost: app.example.test\r\nX-Slow: 1",
+    )
+    .await;
     assert!(received.starts_with("HTTP/1.1 408 "), "{received:?}");
     assert!(received.contains("\"invalid_request\""), "{received:?}");
     assert!(
@@ -140,13 +147,7 @@ async fn a_request_head_slower_than_header_timeout_gets_408_and_a_close() {
     );
 
     // `PRI * HTTP/1.1` is HTTP/1 (only the whole HTTP/2 preface is HTTP/2): timed too.
-    let mut pri = connect(h.baton.addr).await;
-    pri.get_mut()
-        .write_all(b"PRI * HTTP/1.1\r\nHost: a")
-        .await
-        .unwrap();
-    let (_, received) = open_for(&mut pri, Duration::from_secs(10)).await;
-    let received = String::from_utf8_lossy(&received);
+    let (_, received) = send_until_closed(h.baton.addr, b"PRI * HTTP/1.1\r\nHost: a").await;
     assert!(received.starts_with("HTTP/1.1 408 "), "{received:?}");
 
     // A head trickled a few bytes at a time but complete within the timeout is served.
@@ -383,14 +384,7 @@ async fn smuggling_framing_and_oversized_heads_are_refused_and_reach_no_upstream
         ),
     ];
     for (what, request) in &cases {
-        let mut stream = connect(h.baton.addr).await;
-        stream
-            .get_mut()
-            .write_all(request.as_bytes())
-            .await
-            .unwrap();
-        let (_, received) = open_for(&mut stream, Duration::from_secs(10)).await;
-        let received = String::from_utf8_lossy(&received);
+        let (_, received) = send_until_closed(h.baton.addr, request.as_bytes()).await;
         let status: u16 = received
             .split(' ')
             .nth(1)
