@@ -28,6 +28,7 @@ pub mod keygen;
 pub mod mapping;
 pub mod metrics;
 pub mod mint;
+pub mod policy;
 pub mod proxy;
 pub mod published;
 pub mod request_path;
