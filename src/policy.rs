@@ -24,9 +24,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
+use cel::common::types::{CelNull, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, IdedExpr, Value};
@@ -160,13 +161,10 @@ impl Condition {
 
     /// Evaluates the condition: `Ok(true)` lets the request or exchange through.
     pub fn evaluate(&self, inputs: &Inputs<'_>) -> Result<bool, Undecided> {
-        let request = match inputs.request {
-            Some(facts) => Some(to_val(facts).map_err(Undecided)?),
-            None => None,
-        };
         let variables = Variables {
             inputs,
-            request: request.as_deref(),
+            request: OnceLock::new(),
+            headers: OnceLock::new(),
         };
         let mut context = Context::with_env(Arc::clone(&ENV));
         context.set_variable_resolver(&variables);
@@ -274,35 +272,50 @@ fn describe(error: &cel::ExecutionError) -> String {
     }
 }
 
-/// The variables of one evaluation, resolved as the expression names them.
+/// The variables of one evaluation, resolved as the expression names them. CEL resolves a
+/// qualified name longest first (`request.method` before `request`), so the request's method
+/// and path are answered without building the request's map; that map, and the headers',
+/// are built only when an expression reads them whole.
 struct Variables<'a> {
     inputs: &'a Inputs<'a>,
-    request: Option<&'a dyn Val>,
+    request: OnceLock<Option<Box<dyn Val>>>,
+    headers: OnceLock<Option<Box<dyn Val>>>,
 }
 
 impl VariableResolver for Variables<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let text = |value: Option<&'b str>| -> CowVal<'b, 'b> {
             match value {
-                Some(text) => CowVal::owned(cel::common::types::CelString::from(text)),
-                None => CowVal::owned(cel::common::types::CelNull),
+                Some(text) => CowVal::owned(CelString::from(text)),
+                None => CowVal::owned(CelNull),
             }
         };
-        Some(match variable {
-            "claims" => match self.inputs.claims {
+        let built = |cell: &'b OnceLock<Option<Box<dyn Val>>>,
+                     build: &dyn Fn() -> Option<Box<dyn Val>>| {
+            cell.get_or_init(build).as_deref().map(CowVal::Borrowed)
+        };
+        let request = self.inputs.request;
+        match variable {
+            "claims" => Some(match self.inputs.claims {
                 Some(claims) => CowVal::Borrowed(claims.0.as_ref()),
-                None => CowVal::owned(cel::common::types::CelNull),
+                None => CowVal::owned(CelNull),
+            }),
+            "request.method" => request.map(|facts| text(Some(facts.method))),
+            "request.path" => request.map(|facts| text(Some(facts.path))),
+            "request.headers" => {
+                let facts = request?;
+                built(&self.headers, &|| to_val(&facts.headers).ok())
+            }
+            "request" => match request {
+                Some(facts) => built(&self.request, &|| to_val(facts).ok()),
+                None => Some(CowVal::owned(CelNull)),
             },
-            "request" => match self.request {
-                Some(request) => CowVal::Borrowed(request),
-                None => CowVal::owned(cel::common::types::CelNull),
-            },
-            "idp" => text(self.inputs.idp),
-            "client" => text(self.inputs.client),
+            "idp" => Some(text(self.inputs.idp)),
+            "client" => Some(text(self.inputs.client)),
             // Reserved for delegation: no actor token is taken yet.
-            "actor" => CowVal::owned(cel::common::types::CelNull),
-            _ => return None,
-        })
+            "actor" => Some(CowVal::owned(CelNull)),
+            _ => None,
+        }
     }
 }
 
