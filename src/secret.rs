@@ -1,6 +1,9 @@
-//! A secret value whose `Debug` never shows it.
+//! A secret value whose `Debug` never shows it, and the reading of the state file's master
+//! key (below both the config, which loads it, and the state file, which it seals).
 
 use std::fmt;
+
+use base64::Engine as _;
 
 /// Secret bytes (a signing key, an HMAC secret, a client secret).
 ///
@@ -29,9 +32,36 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The AES-256-GCM master key in `value`: 32 bytes, base64 (standard or URL-safe alphabet).
+pub fn master_key(value: &[u8]) -> Result<Secret, String> {
+    let text = value.trim_ascii();
+    let decoded = [
+        &base64::engine::general_purpose::STANDARD,
+        &LENIENT_URL_SAFE,
+    ]
+    .iter()
+    .find_map(|engine| engine.decode(text).ok())
+    .ok_or("not base64 (make one with `openssl rand -base64 32`)")?;
+    if decoded.len() != 32 {
+        return Err(format!(
+            "{} bytes; the master key is 32 bytes (AES-256), base64",
+            decoded.len()
+        ));
+    }
+    Ok(Secret::new(decoded))
+}
+
+/// Base64 with the URL-safe alphabet, padded or not.
+pub const LENIENT_URL_SAFE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 #[cfg(test)]
 mod tests {
-    use super::Secret;
+    use super::{Secret, master_key};
+    use crate::token::b64url;
 
     #[test]
     fn debug_never_shows_the_value() {
@@ -39,5 +69,19 @@ mod tests {
         let shown = format!("{secret:?} {:?}", Some(&secret));
         assert!(!shown.contains("topsecret"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn master_keys_are_32_bytes_of_base64() {
+        let master = master_key(b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        assert_eq!(master.expose().len(), 32);
+        let url_safe = b64url(&[7u8; 32]);
+        assert!(master_key(url_safe.as_bytes()).is_ok());
+        assert!(master_key(b"c2hvcnQ=").unwrap_err().contains("5 bytes"));
+        assert!(
+            master_key(b"not base64 at all!")
+                .unwrap_err()
+                .contains("not base64")
+        );
     }
 }

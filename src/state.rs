@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use crate::config::spec::{IdpSpec, InlineSecret, KeySpec, TokenProviderSpec};
 use crate::config::{ApiEntries, Config};
 use crate::idp::url_policy::own_listener;
-use crate::secret::Secret;
+use crate::secret::{LENIENT_URL_SAFE, Secret};
 use crate::token::b64url;
 
 /// The state file's format version.
@@ -140,31 +140,6 @@ pub enum AdminError {
     #[error("{0}")]
     Storage(String),
 }
-
-/// The AES-256-GCM master key in `value`: 32 bytes, base64 (standard or URL-safe alphabet).
-pub fn master_key(value: &[u8]) -> Result<Secret, String> {
-    let text = value.trim_ascii();
-    let decoded = [
-        &base64::engine::general_purpose::STANDARD,
-        &LENIENT_URL_SAFE,
-    ]
-    .iter()
-    .find_map(|engine| engine.decode(text).ok())
-    .ok_or("not base64 (make one with `openssl rand -base64 32`)")?;
-    if decoded.len() != 32 {
-        return Err(format!(
-            "{} bytes; the master key is 32 bytes (AES-256), base64",
-            decoded.len()
-        ));
-    }
-    Ok(Secret::new(decoded))
-}
-
-const LENIENT_URL_SAFE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-);
 
 // === impl ApiState ===
 

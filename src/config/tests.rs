@@ -1,4 +1,9 @@
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+
 use super::*;
+use crate::idp::{DEFAULT_LEEWAY, UrlPolicy};
+use crate::mint::STATEBACKED_AUDIENCE;
 
 fn env(name: &str) -> Option<String> {
     match name {
