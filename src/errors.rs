@@ -3,7 +3,7 @@
 //! Descriptions are fixed strings per failure class: a response never echoes the token,
 //! its claims, or any detail an attacker could probe with. Full detail goes to the logs.
 
-use crate::exchange::{ExchangeError, Fault};
+use crate::exchange::{Denial, ExchangeError, Fault};
 use crate::idp::verify::VerifyError;
 use crate::request_path::PathRefused;
 
@@ -34,8 +34,19 @@ pub fn rejection(error: &ExchangeError, surface: Surface) -> Rejection {
         (Fault::Internal, _) => (500, "server_error"),
         (Fault::Client, Surface::TokenEndpoint) => match error {
             ExchangeError::UnknownService(_) => (400, "invalid_target"),
+            // RFC 8693 §2.2.2: a subject token not acceptable is `invalid_request`; a token
+            // refused for the target, `invalid_target`; RFC 6749 §5.2 for the client.
+            ExchangeError::Denied(denied) => match denied.denial {
+                Denial::IdpCondition => (400, "invalid_request"),
+                Denial::ProviderCondition | Denial::RouteCondition => (400, "invalid_target"),
+                Denial::ClientNotAllowed => (400, "unauthorized_client"),
+            },
             _ => (400, "invalid_request"),
         },
+        // A valid token that policy refuses is not an invalid one (RFC 6750 §3.1).
+        (Fault::Client, Surface::Proxy) if matches!(error, ExchangeError::Denied(_)) => {
+            (403, "insufficient_scope")
+        }
         (Fault::Client, Surface::Proxy) => (401, "invalid_token"),
     };
     Rejection {
@@ -58,6 +69,18 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
         ),
         ExchangeError::Mint(_) => "the token could not be issued",
         ExchangeError::UnknownService(_) => "the requested audience or resource is not known",
+        ExchangeError::Denied(denied) => match denied.denial {
+            Denial::IdpCondition => pick(
+                "subject_token is not acceptable to this identity provider's policy",
+                "the token is not acceptable to this identity provider's policy",
+            ),
+            Denial::ProviderCondition => pick(
+                "subject_token may not be exchanged for this audience or resource",
+                "the token may not be exchanged for this service",
+            ),
+            Denial::ClientNotAllowed => "the client may not exchange tokens of this issuer",
+            Denial::RouteCondition => "the token does not allow this request",
+        },
         ExchangeError::Token(e) => match e {
             VerifyError::Malformed(_) => pick(
                 "subject_token is not a well-formed signed JWT",

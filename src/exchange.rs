@@ -104,6 +104,56 @@ pub enum ExchangeError {
     /// No token provider has this service.
     #[error("no token provider for service {0:?}")]
     UnknownService(String),
+    /// A condition (or a client's IdP limit) refused the exchange or the request.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+}
+
+/// A policy refusal: which check said no, and whether it said no or could not decide (an
+/// evaluation error, refused all the same). The detail names no claim value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{denial}{}", match .undecided { Some(why) => format!(" (undecided: {why})"), None => String::new() })]
+pub struct Denied {
+    pub denial: Denial,
+    /// Why the condition could not decide, when it could not.
+    pub undecided: Option<String>,
+}
+
+/// Which policy check refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// `[[idps]] condition`: the subject token is not acceptable.
+    #[error("the IdP's condition refused the subject token")]
+    IdpCondition,
+    /// `[[token_providers]] condition`: no token for this service.
+    #[error("the token provider's condition refused the exchange")]
+    ProviderCondition,
+    /// The authenticated client may not exchange tokens of this IdP (`clients[].idps`).
+    #[error("the client may not exchange tokens of this IdP")]
+    ClientNotAllowed,
+    /// `[[proxy.routes]] condition`: the request may not reach the app.
+    #[error("the route's condition refused the request")]
+    RouteCondition,
+}
+
+impl Denied {
+    /// The outcome of a condition: `Ok(())` when it held.
+    pub fn check(
+        denial: Denial,
+        outcome: Result<bool, crate::policy::Undecided>,
+    ) -> Result<(), Self> {
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Self {
+                denial,
+                undecided: None,
+            }),
+            Err(undecided) => Err(Self {
+                denial,
+                undecided: Some(undecided.to_string()),
+            }),
+        }
+    }
 }
 
 /// Who is at fault for an [`ExchangeError`]; decides the HTTP status.
@@ -422,6 +472,12 @@ impl ExchangeError {
             Self::Mapping(_) => "map",
             Self::Mint(_) => "mint",
             Self::UnknownService(_) => "service",
+            Self::Denied(denied) => match denied.denial {
+                Denial::IdpCondition => "idp condition",
+                Denial::ProviderCondition => "provider condition",
+                Denial::ClientNotAllowed => "client",
+                Denial::RouteCondition => "route condition",
+            },
             Self::Token(e) => match e {
                 VerifyError::Malformed(_) => "parse",
                 VerifyError::NoMatchingIdp
@@ -442,7 +498,9 @@ impl ExchangeError {
         match self {
             Self::Mint(_) => Fault::Internal,
             Self::Token(VerifyError::KeysUnavailable(_)) => Fault::Upstream,
-            Self::Mapping(_) | Self::Token(_) | Self::UnknownService(_) => Fault::Client,
+            Self::Mapping(_) | Self::Token(_) | Self::UnknownService(_) | Self::Denied(_) => {
+                Fault::Client
+            }
         }
     }
 }

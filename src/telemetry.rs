@@ -67,6 +67,7 @@ pub fn exchange_refused(
     latency: std::time::Duration,
 ) {
     let outcome = match error.fault() {
+        _ if matches!(error, crate::exchange::ExchangeError::Denied(_)) => "denied",
         crate::exchange::Fault::Client => "refused",
         crate::exchange::Fault::Upstream => "unavailable",
         crate::exchange::Fault::Internal => "error",
@@ -74,7 +75,7 @@ pub fn exchange_refused(
     metrics.exchange(surface.as_str(), outcome, "-", service, latency);
     tracing::info!(
         target: "baton::exchange",
-        outcome = "refused",
+        outcome,
         surface = surface.as_str(),
         stage = error.stage(),
         error = %error,

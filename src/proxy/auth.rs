@@ -109,8 +109,8 @@ pub(super) async fn authorize(
                 started.elapsed(),
             );
             let r = rejection(&e, Surface::Proxy);
-            let http = if r.status == 401 {
-                unauthorized(r.error, r.description)
+            let http = if r.status == 401 || r.status == 403 {
+                bearer_challenge(r.status, r.error, r.description)
             } else {
                 Reply::oauth_error(r.status, r.error, r.description)
             };
@@ -128,7 +128,7 @@ pub(super) fn refusal(refused: &RequestRefused) -> Refusal {
     let http = match refused {
         RequestRefused::MissingToken => Reply::oauth_error(r.status, r.error, r.description)
             .with_header("www-authenticate", "Bearer realm=\"baton\""),
-        _ if r.status == 401 => unauthorized(r.error, r.description),
+        _ if r.status == 401 => bearer_challenge(r.status, r.error, r.description),
         RequestRefused::SeveralAuthorizations => {
             Reply::oauth_error(r.status, r.error, r.description).with_header(
                 "www-authenticate",
@@ -204,9 +204,10 @@ fn drop_bearer_credentials(headers: &mut HeaderMap) {
     }
 }
 
-/// 401 with `WWW-Authenticate: Bearer error="…", error_description="…"` (RFC 6750 §3).
-fn unauthorized(error: &str, description: &str) -> Reply {
-    Reply::oauth_error(401, error, description).with_header(
+/// 401 or 403 with `WWW-Authenticate: Bearer error="…", error_description="…"` (RFC 6750 §3:
+/// `invalid_token` is 401, `insufficient_scope` 403).
+pub(super) fn bearer_challenge(status: u16, error: &str, description: &str) -> Reply {
+    Reply::oauth_error(status, error, description).with_header(
         "www-authenticate",
         format!("Bearer realm=\"baton\", error=\"{error}\", error_description=\"{description}\""),
     )
