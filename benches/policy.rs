@@ -6,7 +6,8 @@
 //!   method and path (what the proxy evaluates on every request, cache hits included);
 //! - `condition/route_header`: the same reading one request header (the headers map is built
 //!   per request, only for conditions that read it);
-//! - `claims/convert`: converting those claims for evaluation (once per exchange).
+//! - `claims/convert`: converting those claims for evaluation (once per exchange);
+//! - `compile/typical`: compiling a condition (once per config load or admin write).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -97,6 +98,15 @@ fn condition(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    c.bench_function("compile/typical", |b| {
+        b.iter(|| {
+            Condition::compile(
+                black_box(r#"claims.email_verified == true && claims.hd == "example.com""#),
+                Scope::Idp,
+            )
+        })
+    });
 
     let value = google_claims();
     c.bench_function("claims/convert", |b| {

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 shift || true
-all_targets=(token jsonpath token_request config jwks path head_scan)
+all_targets=(token jsonpath token_request config jwks path head_scan condition)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=("${all_targets[@]}")
