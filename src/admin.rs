@@ -417,6 +417,9 @@ fn list_idps(config: &Config, state: &ApiState) -> Response<Full<Bytes>> {
                 entry.insert("jwksUrl".into(), json!(url));
             }
             entry.insert("mapping".into(), Value::Object(idp.mapping.to_json()));
+            if let Some(condition) = &idp.condition {
+                entry.insert("condition".into(), json!(condition.source()));
+            }
             let from_api = state.has_idp(idp.issuer.as_deref(), idp.audience.as_deref());
             entry.insert("readOnly".into(), json!(!from_api));
             Value::Object(entry)
@@ -430,12 +433,16 @@ fn list_providers(config: &Config, state: &ApiState) -> Response<Full<Bytes>> {
         .token_providers
         .iter()
         .map(|p| {
-            json!({
+            let mut entry = json!({
                 "service": p.service,
                 "keyId": p.key.id(),
                 "mapping": p.mapping.to_json(),
                 "readOnly": !state.has_provider(&p.service),
-            })
+            });
+            if let (Some(condition), Value::Object(entry)) = (&p.condition, &mut entry) {
+                entry.insert("condition".into(), json!(condition.source()));
+            }
+            entry
         })
         .collect();
     json_reply(StatusCode::OK, &json!({ "tokenProviders": providers }))
