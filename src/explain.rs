@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::policy::{Condition, Undecided};
+
 /// A record of one run of the pipeline.
 #[derive(Debug, Default)]
 pub struct Trace {
@@ -61,6 +63,32 @@ impl Trace {
         });
     }
 
+    /// Records a condition's evaluation: its source, what it read (`inputs`, a short
+    /// description of the variables; the claims themselves are recorded as claim sets) and
+    /// its result. Passed only when it held. (Explain is the operator's tool: the source
+    /// and the claims may be shown; no token or secret is an input.)
+    pub fn condition(
+        &mut self,
+        name: &'static str,
+        condition: &Condition,
+        outcome: &Result<bool, Undecided>,
+        inputs: &str,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let result = match outcome {
+            Ok(true) => "true".to_owned(),
+            Ok(false) => "false".to_owned(),
+            Err(why) => format!("undecided ({why}), refused as false"),
+        };
+        self.steps.push(Step {
+            name,
+            passed: matches!(outcome, Ok(true)),
+            detail: format!("`{}` over {inputs} -> {result}", condition.source()),
+        });
+    }
+
     /// Records a set of claims under `label`.
     pub fn record_claims(&mut self, label: &'static str, claims: &Map<String, Value>) {
         if self.enabled {
@@ -83,7 +111,7 @@ impl fmt::Display for Trace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for step in &self.steps {
             let mark = if step.passed { "ok  " } else { "FAIL" };
-            writeln!(f, "  [{mark}] {:<14} {}", step.name, step.detail)?;
+            writeln!(f, "  [{mark}] {:<18} {}", step.name, step.detail)?;
         }
         for (label, claims) in &self.claims {
             let pretty = serde_json::to_string_pretty(claims).map_err(|_| fmt::Error)?;

@@ -61,7 +61,7 @@ fn assert_only_error(source: &str, path: &str, needle: &str) {
     assert!(
         errors.len() == 1 && errors[0].path == path && errors[0].message.contains(needle),
         "expected one error at {path} containing {needle:?}, got:\n{}",
-        ConfigErrors(errors.clone())
+        ConfigErrors(errors.to_vec())
     );
     // The position is the entry's (`[[idps]]` or `[[token_providers]]`), so an editor jumps
     // near it.
