@@ -508,7 +508,7 @@ impl Pipeline {
         let verified_claims = Value::Object(verified.claims);
         if let Some(condition) = &idp.condition {
             let outcome = evaluate(condition, &verified_claims, None, None);
-            trace.condition("idp condition", condition, &outcome, "claims: the token's");
+            trace.condition("idp condition", condition, &outcome, &verified_claims, "");
             Denied::check(Denial::IdpCondition, outcome)?;
         }
         let intermediate = Value::Object(idp.mapping.apply(&verified_claims)?);
@@ -522,8 +522,9 @@ impl Pipeline {
                 "provider condition",
                 condition,
                 &outcome,
+                &intermediate,
                 &format!(
-                    "claims: the intermediate ones, idp = {:?}, client = {}, actor = null",
+                    "idp = {:?}, client = {}, actor = null",
                     &*idp.name,
                     client.map_or_else(|| "null".to_owned(), |c| format!("{c:?}"))
                 ),

@@ -63,16 +63,18 @@ impl Trace {
         });
     }
 
-    /// Records a condition's evaluation: its source, what it read (`inputs`, a short
-    /// description of the variables; the claims themselves are recorded as claim sets) and
-    /// its result. Passed only when it held. (Explain is the operator's tool: the source
-    /// and the claims may be shown; no token or secret is an input.)
+    /// Records a condition's evaluation: its source, its result, and what it read — the
+    /// value of each claim it names (`claims` are the claims it ran over) and `variables`,
+    /// a description of its other inputs. Passed only when it held. (Explain is the
+    /// operator's tool: sources and claim values may be shown; no token or secret is ever
+    /// an input.)
     pub fn condition(
         &mut self,
         name: &'static str,
         condition: &Condition,
         outcome: &Result<bool, Undecided>,
-        inputs: &str,
+        claims: &Value,
+        variables: &str,
     ) {
         if !self.enabled {
             return;
@@ -82,10 +84,29 @@ impl Trace {
             Ok(false) => "false".to_owned(),
             Err(why) => format!("undecided ({why}), refused as false"),
         };
+        let mut read: Vec<String> = condition
+            .claim_paths()
+            .iter()
+            .map(|path| {
+                let value = path
+                    .iter()
+                    .try_fold(claims, |value, field| value.get(field))
+                    .map_or_else(|| "(absent)".to_owned(), shown_value);
+                format!("claims.{} = {value}", path.join("."))
+            })
+            .collect();
+        if !variables.is_empty() {
+            read.push(variables.to_owned());
+        }
+        let read = if read.is_empty() {
+            String::new()
+        } else {
+            format!(" (read: {})", read.join(", "))
+        };
         self.steps.push(Step {
             name,
             passed: matches!(outcome, Ok(true)),
-            detail: format!("`{}` over {inputs} -> {result}", condition.source()),
+            detail: format!("`{}` -> {result}{read}", condition.source()),
         });
     }
 
@@ -104,6 +125,19 @@ impl Trace {
     /// The claim sets recorded, in order.
     pub fn claims(&self) -> &[(&'static str, Map<String, Value>)] {
         &self.claims
+    }
+}
+
+/// The longest claim value a condition step shows, in characters (the claim sets below the
+/// steps show every value whole).
+const SHOWN_VALUE_CHARS: usize = 80;
+
+/// A claim value as JSON, cut at [`SHOWN_VALUE_CHARS`].
+fn shown_value(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
     }
 }
 

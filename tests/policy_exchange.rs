@@ -674,3 +674,164 @@ async fn conditions_written_through_the_admin_api_are_validated_listed_kept_and_
     assert_eq!(state["idps"][0]["condition"], condition);
     assert_eq!(state["tokenProviders"][0]["condition"], provider_condition);
 }
+
+// --- the command line -------------------------------------------------------------------
+
+/// `baton <args>` with the test's client secrets set; (success, stdout + stderr).
+fn baton_command(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env("WEB_SECRET", WEB_SECRET)
+        .env("BATCH_SECRET", BATCH_SECRET)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+const CLI_IDP_SECRET: &str = "cli-idp-secret-0123456789";
+
+fn cli_config(dir: &Path, idp_condition: &str) -> String {
+    let path = dir.join("baton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[keys]]
+id = "sbk_cli"
+algorithm = "HS256"
+secret = "sbsec_cli_policy_key"
+
+[[idps]]
+name = "google"
+issuer = "{GOOGLE}"
+algorithms = ["HS256"]
+key = "{key}"
+mapping = {{ "sub.$" = "$.sub", "groups.$" = "$.groups" }}
+condition = '{idp_condition}'
+
+[[token_providers]]
+service = "gated"
+key = "sbk_cli"
+mapping = {{ "sub.$" = "$.sub" }}
+condition = '{GATED_CONDITION} && {APP_CONDITION}'
+
+[[token_providers.clients]]
+id = "web"
+secret_env = "WEB_SECRET"
+idps = ["google"]
+
+[[token_providers.clients]]
+id = "batch"
+secret_env = "BATCH_SECRET"
+"#,
+            key = URL_SAFE_NO_PAD.encode(CLI_IDP_SECRET),
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn check_names_the_place_of_a_bad_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cli_config(dir.path(), r#"request.method == "GET""#);
+    let (ok, shown) = baton_command(&["check", "--config", &config]);
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("idps[0].condition: names `request`, which is not a variable here"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn explain_shows_each_condition_with_its_source_and_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cli_config(dir.path(), IDP_CONDITION);
+    let token = |claims: Value| {
+        sign_hmac(
+            CLI_IDP_SECRET.as_bytes(),
+            Algorithm::HS256,
+            &json!({ "alg": "HS256", "typ": "JWT" }),
+            &claims,
+        )
+    };
+    let good = token(json!({
+        "iss": GOOGLE, "sub": "u-1", "email_verified": true, "hd": "example.com",
+        "groups": ["admins"], "exp": now() + 600
+    }));
+    let explain = |token: &str, client: Option<&str>| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            &config,
+            "--service",
+            "gated",
+            "--token",
+            token,
+        ];
+        if let Some(client) = client {
+            args.extend(["--client", client]);
+        }
+        baton_command(&args)
+    };
+
+    let (ok, shown) = explain(&good, Some("web"));
+    assert!(ok, "{shown}");
+    assert!(shown.contains("service gated, client web:"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "idp condition      `{IDP_CONDITION}` -> true (read: claims.email_verified = true, \
+             claims.hd = \"example.com\")"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            r#"-> true (read: claims.groups = ["admins"], idp = "google", client = "web", actor = null)"#
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("client web may exchange tokens of IdP google"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&good), "explain printed the token");
+    assert!(!shown.contains("sbsec_cli_policy_key") && !shown.contains(WEB_SECRET));
+
+    // Another client: the provider's condition is false.
+    let (ok, shown) = explain(&good, Some("batch"));
+    assert!(!ok, "{shown}");
+    assert!(shown.contains("[FAIL] provider condition"), "{shown}");
+    assert!(shown.contains("-> false (read: "), "{shown}");
+    assert!(
+        shown.contains(r#"client = "batch", actor = null)"#),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refused at stage `provider condition`"),
+        "{shown}"
+    );
+
+    // A missing claim: undecided, with why, and refused.
+    let no_hd = token(json!({
+        "iss": GOOGLE, "sub": "u-1", "email_verified": true, "groups": [], "exp": now() + 600
+    }));
+    let (ok, shown) = explain(&no_hd, None);
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains(
+            "-> undecided (no field `hd`), refused as false (read: claims.email_verified = true, \
+             claims.hd = (absent))"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refused at stage `idp condition`"),
+        "{shown}"
+    );
+}

@@ -492,7 +492,12 @@ async fn explain_shows_each_condition_with_its_source_and_result() {
         "{}",
         idp.detail
     );
-    assert!(idp.detail.ends_with("-> true"), "{}", idp.detail);
+    assert!(
+        idp.detail
+            .ends_with(r#"-> true (read: claims.app_metadata.roles = ["admin","dev"])"#),
+        "{}",
+        idp.detail
+    );
     let provider = step("provider condition");
     assert!(
         provider.detail.contains(r#"client = "web""#),
@@ -505,7 +510,12 @@ async fn explain_shows_each_condition_with_its_source_and_result() {
     assert!(result.is_err());
     let last = trace.steps().last().unwrap();
     assert_eq!((last.name, last.passed), ("provider condition", false));
-    assert!(last.detail.ends_with("-> false"), "{}", last.detail);
+    assert!(
+        last.detail
+            .ends_with(r#"-> false (read: idp = "supabase", client = "cli", actor = null)"#),
+        "{}",
+        last.detail
+    );
 
     let missing = self::exchanger(policy_config("'claims.hd == \"example.com\"'", "", ""));
     let (_, trace) = missing.explain(&token, "app", None).await;
