@@ -6,7 +6,9 @@
 //! - `/metrics`: Prometheus metrics, OpenMetrics text.
 //! - `/idps`, `/token-providers`, `/keys` (State Backed's shapes, `reference/
 //!   statebacked.openapi.v3.yaml`): list every entry, the config file's marked `readOnly`;
-//!   write entries that persist in the state file ([`crate::control`]). They need
+//!   write entries that persist in the state file ([`crate::control`]). `/idps` and
+//!   `/token-providers` bodies may also carry `condition` (baton's extension: a CEL condition,
+//!   validated like the file's, listed back when set). They need
 //!   `Authorization: Bearer <[admin] token_env's value>`.
 
 use std::convert::Infallible;
