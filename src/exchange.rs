@@ -512,7 +512,6 @@ impl Pipeline {
             Denied::check(Denial::IdpCondition, outcome)?;
         }
         let intermediate = Value::Object(idp.mapping.apply(&verified_claims)?);
-        drop(verified_claims);
         if let Value::Object(claims) = &intermediate {
             trace.record_claims("intermediate claims (IdP mapping)", claims);
         }
