@@ -6,7 +6,9 @@
 //! - `/metrics`: Prometheus metrics, OpenMetrics text.
 //! - `/idps`, `/token-providers`, `/keys` (State Backed's shapes, `reference/
 //!   statebacked.openapi.v3.yaml`): list every entry, the config file's marked `readOnly`;
-//!   write entries that persist in the state file ([`crate::control`]). They need
+//!   write entries that persist in the state file ([`crate::control`]). `/idps` and
+//!   `/token-providers` bodies may also carry `condition` (baton's extension: a CEL condition,
+//!   validated like the file's, listed back when set). They need
 //!   `Authorization: Bearer <[admin] token_env's value>`.
 
 use std::convert::Infallible;
@@ -417,6 +419,9 @@ fn list_idps(config: &Config, state: &ApiState) -> Response<Full<Bytes>> {
                 entry.insert("jwksUrl".into(), json!(url));
             }
             entry.insert("mapping".into(), Value::Object(idp.mapping.to_json()));
+            if let Some(condition) = &idp.condition {
+                entry.insert("condition".into(), json!(condition.source()));
+            }
             let from_api = state.has_idp(idp.issuer.as_deref(), idp.audience.as_deref());
             entry.insert("readOnly".into(), json!(!from_api));
             Value::Object(entry)
@@ -430,12 +435,16 @@ fn list_providers(config: &Config, state: &ApiState) -> Response<Full<Bytes>> {
         .token_providers
         .iter()
         .map(|p| {
-            json!({
+            let mut entry = json!({
                 "service": p.service,
                 "keyId": p.key.id(),
                 "mapping": p.mapping.to_json(),
                 "readOnly": !state.has_provider(&p.service),
-            })
+            });
+            if let (Some(condition), Value::Object(entry)) = (&p.condition, &mut entry) {
+                entry.insert("condition".into(), json!(condition.source()));
+            }
+            entry
         })
         .collect();
     json_reply(StatusCode::OK, &json!({ "tokenProviders": providers }))

@@ -5,6 +5,7 @@
 //! path (`idps[2].mapping."role.$"`), and with what was expected.
 
 mod admin;
+mod conditions;
 mod duration;
 mod idps;
 mod keys;
@@ -244,6 +245,9 @@ impl Loader<'_> {
             .map(Arc::new)
             .collect();
         self.duplicates(keys.iter().map(|k| k.id().to_owned()), "keys", "key id");
+        // Every entry's name, also of those with errors: a client's `idps` naming one of
+        // them is not a second error.
+        let idp_names: Vec<String> = idps.iter().map(|(spec, _)| spec.name()).collect();
         let idps: Vec<(Arc<IdentityProvider>, Place)> = idps
             .into_iter()
             .filter_map(|(spec, place)| self.idp(spec, &place).map(|idp| (Arc::new(idp), place)))
@@ -251,7 +255,7 @@ impl Loader<'_> {
         self.duplicate_idps(&idps);
         let providers: Vec<Arc<TokenProvider>> = providers
             .into_iter()
-            .filter_map(|(spec, place)| self.provider(spec, &place, &keys, &server))
+            .filter_map(|(spec, place)| self.provider(spec, &place, &keys, &server, &idp_names))
             .map(Arc::new)
             .collect();
         self.duplicates(

@@ -20,6 +20,7 @@ use crate::mapping::MappedClaimsTooLarge;
 pub use crate::mint::Minted;
 use crate::mint::keys::SigningKey;
 use crate::mint::{MintError, TokenProvider};
+use crate::policy::{Claims, Condition, Inputs, Undecided};
 use crate::token::UnverifiedToken;
 
 /// Default bound on the minted-token cache.
@@ -58,6 +59,15 @@ pub struct CacheStats {
     pub hits: AtomicU64,
     /// Lookups that ran the pipeline.
     pub misses: AtomicU64,
+}
+
+/// What one run of the pipeline is asked.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    subject_token: &'a str,
+    service: &'a str,
+    /// The client `/tokens` authenticated, if any.
+    client: Option<&'a str>,
 }
 
 /// One configuration's compiled pipeline.
@@ -138,10 +148,7 @@ pub enum Denial {
 
 impl Denied {
     /// The outcome of a condition: `Ok(())` when it held.
-    pub fn check(
-        denial: Denial,
-        outcome: Result<bool, crate::policy::Undecided>,
-    ) -> Result<(), Self> {
+    pub fn check(denial: Denial, outcome: Result<bool, Undecided>) -> Result<(), Self> {
         match outcome {
             Ok(true) => Ok(()),
             Ok(false) => Err(Self {
@@ -275,21 +282,39 @@ impl Exchanger {
         self.minted.entry_count()
     }
 
-    /// Exchanges `subject_token` for a token of `service`'s provider, from the cache when
-    /// the same token was exchanged for the same service under the same configuration.
+    /// Exchanges `subject_token` for a token of `service`'s provider on behalf of no
+    /// authenticated client: [`Exchanger::exchange_for_client`] with `None`.
     pub async fn exchange(
         &self,
         subject_token: &str,
         service: &str,
     ) -> Result<Exchanged, ExchangeError> {
+        self.exchange_for_client(subject_token, service, None).await
+    }
+
+    /// Exchanges `subject_token` for a token of `service`'s provider, for `client` (the id
+    /// of the client `/tokens` authenticated against that provider, if any): that client's
+    /// `idps` limit and the provider's condition (which reads `client`) apply. From the
+    /// cache when the same token was exchanged for the same service and client under the
+    /// same configuration.
+    pub async fn exchange_for_client(
+        &self,
+        subject_token: &str,
+        service: &str,
+        client: Option<&str>,
+    ) -> Result<Exchanged, ExchangeError> {
         let pipeline = self.pipeline.load_full();
-        let key = cache_key(pipeline.generation, service, subject_token);
+        let key = cache_key(pipeline.generation, service, client, subject_token);
+        // A hit needs no condition evaluated: the entry was minted under this generation's
+        // configuration for this same token, service and client, so the client's `idps`
+        // limit and the IdP's and provider's conditions (whose inputs are all fixed by that
+        // key) passed when it was.
         if let Some(hit) = self.cached(&key).await {
             return Ok(hit);
         }
         // Boxed: the miss path's future is kilobytes, and every request's future would be
         // as large (and copied as often) if it were inline; a hit never allocates it.
-        Box::pin(self.run_and_cache(pipeline, key, subject_token, service)).await
+        Box::pin(self.run_and_cache(pipeline, key, subject_token, service, client)).await
     }
 
     /// What the proxy does with a bearer token: a token baton minted itself (under any of its
@@ -300,7 +325,9 @@ impl Exchanger {
         service: &str,
     ) -> Result<Authorized, ExchangeError> {
         let pipeline = self.pipeline.load_full();
-        let key = cache_key(pipeline.generation, service, bearer);
+        // The proxy authenticates no client: its entries are keyed without one. A hit passed
+        // the IdP's and provider's conditions when it was minted (see `exchange_for_client`).
+        let key = cache_key(pipeline.generation, service, None, bearer);
         if let Some(hit) = self.cached(&key).await {
             return Ok(Authorized::Exchanged(hit));
         }
@@ -308,7 +335,7 @@ impl Exchanger {
             return own.map(|()| Authorized::Own).map_err(ExchangeError::Token);
         }
         // Boxed, as in `exchange`: keeps the cache-hit future small.
-        Box::pin(self.run_and_cache(pipeline, key, bearer, service))
+        Box::pin(self.run_and_cache(pipeline, key, bearer, service, None))
             .await
             .map(Authorized::Exchanged)
     }
@@ -338,6 +365,7 @@ impl Exchanger {
         key: [u8; 32],
         subject_token: &str,
         service: &str,
+        client: Option<&str>,
     ) -> Result<Exchanged, ExchangeError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         // Concurrent misses for one key run the pipeline once.
@@ -348,8 +376,11 @@ impl Exchanger {
                 pipeline
                     .run(
                         &self.verifier,
-                        subject_token,
-                        service,
+                        Request {
+                            subject_token,
+                            service,
+                            client,
+                        },
                         self.clock.now_unix(),
                         &mut trace,
                     )
@@ -364,19 +395,24 @@ impl Exchanger {
         })
     }
 
-    /// Runs the pipeline without the cache, recording every step (`baton explain`).
+    /// Runs the pipeline without the cache, recording every step (`baton explain`), for
+    /// `client` as [`Exchanger::exchange_for_client`] would.
     pub async fn explain(
         &self,
         subject_token: &str,
         service: &str,
+        client: Option<&str>,
     ) -> (Result<Minted, ExchangeError>, Trace) {
         let pipeline = self.pipeline.load_full();
         let mut trace = Trace::recording();
         let result = pipeline
             .run(
                 &self.verifier,
-                subject_token,
-                service,
+                Request {
+                    subject_token,
+                    service,
+                    client,
+                },
                 self.clock.now_unix(),
                 &mut trace,
             )
@@ -429,11 +465,15 @@ impl Pipeline {
     async fn run(
         &self,
         verifier: &Verifier,
-        subject_token: &str,
-        service: &str,
+        request: Request<'_>,
         now: u64,
         trace: &mut Trace,
     ) -> Result<Minted, ExchangeError> {
+        let Request {
+            subject_token,
+            service,
+            client,
+        } = request;
         let provider = self
             .providers
             .get(service)
@@ -443,18 +483,56 @@ impl Pipeline {
         });
         let provider = provider?;
         let verified = verifier.verify(&self.idps, subject_token, trace).await?;
-        let intermediate = Value::Object(
-            verified
-                .idp
-                .mapping
-                .apply(&Value::Object(verified.claims))?,
-        );
+        let idp = verified.idp;
+        // The client's limit before the IdP's condition: a client that may not use this IdP
+        // learns nothing about how the IdP's policy judges the token.
+        if let Some(client) = client {
+            let allowed = provider
+                .clients
+                .iter()
+                .find(|known| known.id == client)
+                .is_some_and(|known| known.may_use_idp(&idp.name));
+            let outcome = if allowed {
+                Ok(())
+            } else {
+                Err(Denied {
+                    denial: Denial::ClientNotAllowed,
+                    undecided: None,
+                })
+            };
+            trace.step("client", &outcome, |()| {
+                format!("client {client} may exchange tokens of IdP {}", idp.name)
+            });
+            outcome?;
+        }
+        let verified_claims = Value::Object(verified.claims);
+        if let Some(condition) = &idp.condition {
+            let outcome = evaluate(condition, &verified_claims, None, None);
+            trace.condition("idp condition", condition, &outcome, &verified_claims, "");
+            Denied::check(Denial::IdpCondition, outcome)?;
+        }
+        let intermediate = Value::Object(idp.mapping.apply(&verified_claims)?);
         if let Value::Object(claims) = &intermediate {
             trace.record_claims("intermediate claims (IdP mapping)", claims);
         }
+        if let Some(condition) = &provider.condition {
+            let outcome = evaluate(condition, &intermediate, Some(&idp.name), client);
+            trace.condition(
+                "provider condition",
+                condition,
+                &outcome,
+                &intermediate,
+                &format!(
+                    "idp = {:?}, client = {}, actor = null",
+                    &*idp.name,
+                    client.map_or_else(|| "null".to_owned(), |c| format!("{c:?}"))
+                ),
+            );
+            Denied::check(Denial::ProviderCondition, outcome)?;
+        }
         let claims = provider.map(&intermediate)?;
         trace.record_claims("final claims (provider mapping)", &claims);
-        let idp_name = Arc::clone(&verified.idp.name);
+        let idp_name = Arc::clone(&idp.name);
         let minted = provider.mint(claims, verified.expires_at, now, idp_name);
         trace.step("mint", &minted, |m| {
             format!("exp {} ({} s from now)", m.expires_at, m.expires_in(now))
@@ -531,13 +609,41 @@ fn verify_own_token(
     }
 }
 
-/// SHA-256 over (generation, service, token): never the raw token as a key, and a new
-/// configuration never finds an old entry.
-fn cache_key(generation: u64, service: &str, token: &str) -> [u8; 32] {
+/// Evaluates `condition` over `claims` (converted only here, when a condition exists: the
+/// conversion costs microseconds that an exchange without conditions should not pay).
+fn evaluate(
+    condition: &Condition,
+    claims: &Value,
+    idp: Option<&str>,
+    client: Option<&str>,
+) -> Result<bool, Undecided> {
+    let claims = Claims::from_json(claims)?;
+    condition.evaluate(&Inputs {
+        claims: Some(&claims),
+        idp,
+        client,
+        request: None,
+    })
+}
+
+/// SHA-256 over (generation, service, client, token): never the raw token as a key, a new
+/// configuration never finds an old entry, and a token minted for one client is never
+/// handed to another (nor one minted for no client to a client, or the reverse). Each
+/// variable-length part is length-prefixed and the client tagged present or absent, so
+/// no two different tuples hash the same input.
+fn cache_key(generation: u64, service: &str, client: Option<&str>, token: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(generation.to_le_bytes());
     hasher.update((service.len() as u64).to_le_bytes());
     hasher.update(service.as_bytes());
+    match client {
+        None => hasher.update([0]),
+        Some(client) => {
+            hasher.update([1]);
+            hasher.update((client.len() as u64).to_le_bytes());
+            hasher.update(client.as_bytes());
+        }
+    }
     hasher.update(token.as_bytes());
     hasher.finalize().into()
 }

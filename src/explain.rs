@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::policy::{Condition, Undecided};
+
 /// A record of one run of the pipeline.
 #[derive(Debug, Default)]
 pub struct Trace {
@@ -61,6 +63,53 @@ impl Trace {
         });
     }
 
+    /// Records a condition's evaluation: its source, its result, and what it read — the
+    /// value of each claim it names (`claims` are the claims it ran over) and `variables`,
+    /// a description of its other inputs. Passed only when it held. (Explain is the
+    /// operator's tool: sources and claim values may be shown; no token or secret is ever
+    /// an input.)
+    pub fn condition(
+        &mut self,
+        name: &'static str,
+        condition: &Condition,
+        outcome: &Result<bool, Undecided>,
+        claims: &Value,
+        variables: &str,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let result = match outcome {
+            Ok(true) => "true".to_owned(),
+            Ok(false) => "false".to_owned(),
+            Err(why) => format!("undecided ({why}), refused as false"),
+        };
+        let mut read: Vec<String> = condition
+            .claim_paths()
+            .iter()
+            .map(|path| {
+                let value = path
+                    .iter()
+                    .try_fold(claims, |value, field| value.get(field))
+                    .map_or_else(|| "(absent)".to_owned(), shown_value);
+                format!("claims.{} = {value}", path.join("."))
+            })
+            .collect();
+        if !variables.is_empty() {
+            read.push(variables.to_owned());
+        }
+        let read = if read.is_empty() {
+            String::new()
+        } else {
+            format!(" (read: {})", read.join(", "))
+        };
+        self.steps.push(Step {
+            name,
+            passed: matches!(outcome, Ok(true)),
+            detail: format!("`{}` -> {result}{read}", condition.source()),
+        });
+    }
+
     /// Records a set of claims under `label`.
     pub fn record_claims(&mut self, label: &'static str, claims: &Map<String, Value>) {
         if self.enabled {
@@ -79,11 +128,24 @@ impl Trace {
     }
 }
 
+/// The longest claim value a condition step shows, in characters (the claim sets below the
+/// steps show every value whole).
+const SHOWN_VALUE_CHARS: usize = 80;
+
+/// A claim value as JSON, cut at [`SHOWN_VALUE_CHARS`].
+fn shown_value(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
 impl fmt::Display for Trace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for step in &self.steps {
             let mark = if step.passed { "ok  " } else { "FAIL" };
-            writeln!(f, "  [{mark}] {:<14} {}", step.name, step.detail)?;
+            writeln!(f, "  [{mark}] {:<18} {}", step.name, step.detail)?;
         }
         for (label, claims) in &self.claims {
             let pretty = serde_json::to_string_pretty(claims).map_err(|_| fmt::Error)?;

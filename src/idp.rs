@@ -12,6 +12,7 @@ use jsonwebtoken::Algorithm;
 use crate::crypto::Verifier;
 
 use crate::mapping::ClaimMapper;
+use crate::policy::Condition;
 
 pub use url_policy::UrlPolicy;
 
@@ -38,6 +39,8 @@ pub struct IdentityProvider {
     pub leeway: Duration,
     /// Verified claims → intermediate claims.
     pub mapping: ClaimMapper,
+    /// `condition`: over the verified claims; a token it does not hold for is not acceptable.
+    pub condition: Option<Condition>,
 }
 
 /// Where an IdP's verification keys come from: exactly one source.

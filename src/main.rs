@@ -57,6 +57,10 @@ enum Command {
         /// Check times as of this Unix second instead of now.
         #[arg(long)]
         at: Option<u64>,
+        /// Explain the exchange as `/tokens` does for this authenticated client (its `idps`
+        /// limit, and `client` in the provider's condition). Default: no client.
+        #[arg(long)]
+        client: Option<String>,
     },
     /// Manage signing keys.
     Keys {
@@ -95,7 +99,8 @@ fn main() -> ExitCode {
             token,
             service,
             at,
-        } => explain(&config, &token, service, at),
+            client,
+        } => explain(&config, &token, service, at, client.as_deref()),
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
         } => generate(&alg, out),
@@ -246,6 +251,7 @@ fn explain(
     token: &str,
     service: Option<String>,
     at: Option<u64>,
+    client: Option<&str>,
 ) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
@@ -293,8 +299,11 @@ fn explain(
             return ExitCode::FAILURE;
         }
     };
-    let (result, trace) = runtime.block_on(exchanger.explain(&token, &service));
-    println!("service {service}:");
+    let (result, trace) = runtime.block_on(exchanger.explain(&token, &service, client));
+    match client {
+        Some(client) => println!("service {service}, client {client}:"),
+        None => println!("service {service}:"),
+    }
     print!("{trace}");
     match result {
         Ok(minted) => {

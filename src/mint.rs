@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::algorithm;
 use crate::mapping::ClaimMapper;
+use crate::policy::Condition;
 use crate::token::b64url;
 use keys::{KeyError, SigningKey};
 
@@ -51,6 +52,9 @@ pub struct TokenProvider {
     pub issuer: String,
     /// Clients that must authenticate to `/tokens` for this provider; empty = public.
     pub clients: Vec<ClientCredential>,
+    /// `condition`: over the intermediate claims, the IdP's name and the client; no token
+    /// for this service unless it holds.
+    pub condition: Option<Condition>,
     encoded_header: String,
 }
 
@@ -61,6 +65,9 @@ pub struct ClientCredential {
     pub id: String,
     /// `client_secret`, compared in constant time.
     pub secret: crate::secret::Secret,
+    /// `idps`: the names of the IdPs ([`crate::idp::IdentityProvider::name`]) whose tokens
+    /// this client may exchange; `None` = any.
+    pub idps: Option<Vec<Arc<str>>>,
 }
 
 /// A token baton minted.
@@ -120,6 +127,7 @@ impl TokenProvider {
             audience,
             issuer,
             clients: Vec::new(),
+            condition: None,
             encoded_header,
         }
     }
@@ -197,6 +205,17 @@ impl fmt::Debug for TokenProvider {
             .field("profile", &self.profile)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
+    }
+}
+
+// === impl ClientCredential ===
+
+impl ClientCredential {
+    /// Whether this client may exchange tokens the IdP named `idp` vouched for.
+    pub fn may_use_idp(&self, idp: &str) -> bool {
+        self.idps
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|name| &**name == idp))
     }
 }
 

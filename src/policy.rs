@@ -80,6 +80,8 @@ struct Compiled {
     expression: IdedExpr,
     /// Whether the expression reads `request.headers` (the proxy builds that map only then).
     reads_headers: bool,
+    /// The claims it reads by name (`claims.a.b` as `["a", "b"]`), for `baton explain`.
+    claim_paths: Vec<Vec<String>>,
 }
 
 /// Why a condition could not be compiled: a message for the config error or the admin API's
@@ -159,6 +161,13 @@ impl Condition {
         self.compiled.reads_headers
     }
 
+    /// The claims the expression reads by name, in the order written, each once:
+    /// `claims.a.b` as `["a", "b"]` (for `baton explain`, which shows their values; a claim
+    /// read by index or inside a comprehension is not listed).
+    pub fn claim_paths(&self) -> &[Vec<String>] {
+        &self.compiled.claim_paths
+    }
+
     /// Evaluates the condition: `Ok(true)` lets the request or exchange through.
     pub fn evaluate(&self, inputs: &Inputs<'_>) -> Result<bool, Undecided> {
         let variables = Variables {
@@ -195,6 +204,7 @@ fn compile_here(source: &str, scope: Scope) -> Result<Condition, ConditionError>
         scope,
         bound: Vec::new(),
         reads_headers: false,
+        claim_paths: Vec::new(),
     };
     check.expression(&expression, 1, 0)?;
     if !may_yield_bool(&expression) {
@@ -207,6 +217,7 @@ fn compile_here(source: &str, scope: Scope) -> Result<Condition, ConditionError>
         compiled: Arc::new(Compiled {
             source: source.to_owned(),
             reads_headers: check.reads_headers,
+            claim_paths: check.claim_paths,
             expression,
         }),
     })
@@ -325,6 +336,7 @@ struct Check {
     /// Names bound by the comprehensions around the node being checked.
     bound: Vec<String>,
     reads_headers: bool,
+    claim_paths: Vec<Vec<String>>,
 }
 
 impl Check {
@@ -356,6 +368,19 @@ impl Check {
                     && matches!(&select.operand.expr, Expr::Ident(name) if name == "request")
                 {
                     self.reads_headers = true;
+                }
+                if let Some(path) = self.claim_path(node) {
+                    // A chain of fields down to `claims`: nothing more to check in it than
+                    // its depth (one level per field, as the recursion would count).
+                    if depth + path.len() > MAX_NESTING {
+                        return Err(ConditionError(format!(
+                            "nests deeper than {MAX_NESTING} levels"
+                        )));
+                    }
+                    if !self.claim_paths.contains(&path) {
+                        self.claim_paths.push(path);
+                    }
+                    return Ok(());
                 }
                 self.expression(&select.operand, next, comprehensions)?;
             }
@@ -416,6 +441,30 @@ impl Check {
             Expr::Literal(_) | Expr::Unspecified => {}
         }
         Ok(())
+    }
+}
+
+impl Check {
+    /// `claims.a.b…` (with `claims` the scope's variable, not a comprehension's name) as
+    /// `["a", "b", …]`; `None` for any other expression.
+    fn claim_path(&self, node: &IdedExpr) -> Option<Vec<String>> {
+        let mut fields = Vec::new();
+        let mut at = node;
+        loop {
+            match &at.expr {
+                Expr::Select(select) if !select.test => {
+                    fields.push(select.field.clone());
+                    at = &select.operand;
+                }
+                Expr::Ident(name)
+                    if name == "claims" && !self.bound.iter().any(|bound| bound == name) =>
+                {
+                    fields.reverse();
+                    return Some(fields);
+                }
+                _ => return None,
+            }
+        }
     }
 }
 

@@ -79,6 +79,10 @@ pub struct StoredIdp {
     pub key: Option<Sealed>,
     /// Claim mapping.
     pub mapping: Map<String, Value>,
+    /// A CEL condition over the verified claims (baton's extension of State Backed's shape;
+    /// absent from files written before it, and then from the MAC'd document too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A token provider as State Backed's `POST /token-providers` takes it.
@@ -91,6 +95,10 @@ pub struct StoredProvider {
     pub key_id: String,
     /// Claim mapping.
     pub mapping: Map<String, Value>,
+    /// A CEL condition over the intermediate claims, `idp`, `client` and `actor` (baton's
+    /// extension of State Backed's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A signing key made by `POST /keys` (HS256, a random secret).
@@ -271,6 +279,7 @@ impl ApiState {
                     key_file: None,
                     leeway: None,
                     mapping: idp.mapping.clone(),
+                    condition: idp.condition.clone(),
                 },
             ));
         }
@@ -285,6 +294,7 @@ impl ApiState {
                     profile: None,
                     audience: None,
                     clients: Vec::new(),
+                    condition: provider.condition.clone(),
                 },
             ));
         }
@@ -335,6 +345,7 @@ impl ApiState {
             jwks_url: request.jwks_url,
             key,
             mapping: request.mapping,
+            condition: request.condition,
         };
         match position {
             Some(i) => self.idps[i] = stored,
@@ -540,6 +551,8 @@ pub struct IdpRequest {
     pub key: Option<String>,
     /// Claim mapping.
     pub mapping: Map<String, Value>,
+    /// A CEL condition over the verified claims (validated like the file's).
+    pub condition: Option<String>,
 }
 
 impl fmt::Debug for IdpRequest {
@@ -550,6 +563,7 @@ impl fmt::Debug for IdpRequest {
             .field("algs", &self.algs)
             .field("jwks_url", &self.jwks_url)
             .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("condition", &self.condition)
             .finish_non_exhaustive()
     }
 }

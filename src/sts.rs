@@ -225,12 +225,15 @@ async fn exchange(
             "the requested audience or resource is not known",
         );
     };
-    if let Err(reply) = authenticate_client(provider, request.authorization, &params) {
-        return reply;
-    }
+    let client = match authenticate_client(provider, request.authorization, &params) {
+        Ok(client) => client,
+        Err(reply) => return reply,
+    };
 
     let started = Instant::now();
-    let result = exchanger.exchange(subject_token, &service).await;
+    let result = exchanger
+        .exchange_for_client(subject_token, &service, client.as_deref())
+        .await;
     let latency = started.elapsed();
     match result {
         Ok(exchanged) => {
@@ -305,12 +308,14 @@ fn service_of_target(config: &Config, target: &str) -> Option<String> {
     (org_ok && valid_service(service)).then(|| service.to_owned())
 }
 
-/// Client authentication, when the provider requires it (RFC 6749 §2.3.1).
+/// Client authentication, when the provider requires it (RFC 6749 §2.3.1): the id of the
+/// client authenticated, `None` for a public provider (whose `client_id`, if sent, proves
+/// nothing and is not used).
 fn authenticate_client(
     provider: &TokenProvider,
     authorization: Option<&str>,
     params: &Params,
-) -> Result<(), Reply> {
+) -> Result<Option<String>, Reply> {
     let basic = authorization.and_then(|value| {
         value
             .strip_prefix("Basic ")
@@ -323,7 +328,7 @@ fn authenticate_client(
         ));
     }
     if provider.clients.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let unauthorized = || {
         Reply::oauth_error(401, "invalid_client", "client authentication failed")
@@ -352,7 +357,11 @@ fn authenticate_client(
         let secret_ok = client.secret.expose().ct_eq(secret.as_bytes());
         matched |= bool::from(id_ok & secret_ok);
     }
-    if matched { Ok(()) } else { Err(unauthorized()) }
+    if matched {
+        Ok(Some(id))
+    } else {
+        Err(unauthorized())
+    }
 }
 
 fn form_decode(text: &str) -> String {

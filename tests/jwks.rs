@@ -839,10 +839,17 @@ async fn exchange_on(baton: &support::baton::Baton, subject_token: &str) -> (u16
     (status, response.json().await.unwrap())
 }
 
-/// The log lines of refused exchanges.
+/// The log lines of refused exchanges: each logs its outcome (`unavailable` when the IdP's
+/// keys cannot be had, `refused` for a bad token, `denied` by policy, `error` for baton's own).
 fn refusals(log: &str) -> Vec<&str> {
+    const OUTCOMES: [&str; 4] = ["refused", "unavailable", "denied", "error"];
     log.lines()
-        .filter(|line| line.contains("outcome=\"refused\"") || line.contains("outcome=refused"))
+        .filter(|line| {
+            OUTCOMES.iter().any(|outcome| {
+                line.contains(&format!("outcome=\"{outcome}\""))
+                    || line.contains(&format!("outcome={outcome} "))
+            })
+        })
         .collect()
 }
 

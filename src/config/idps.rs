@@ -13,6 +13,7 @@ use crate::algorithm;
 use crate::crypto::Verifier;
 use crate::idp::url_policy::{self, UrlRefusal};
 use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource, UrlPolicy};
+use crate::policy::Scope;
 use crate::secret::Secret;
 
 impl Loader<'_> {
@@ -43,14 +44,11 @@ impl Loader<'_> {
         let url_policy = idp_url_policy(&spec);
         let leeway = self.duration(spec.leeway.as_ref(), DEFAULT_LEEWAY, place, "leeway");
         let mapping = self.mapping(&spec.mapping, place);
+        let condition = self.condition(spec.condition.as_deref(), Scope::Idp, place);
         if self.errors.len() > errors_before {
             return None;
         }
-        let name = spec
-            .name
-            .or_else(|| spec.issuer.clone())
-            .or_else(|| spec.audience.clone())
-            .unwrap_or_default();
+        let name = spec.name();
         Some(IdentityProvider {
             name: name.into(),
             issuer: spec.issuer,
@@ -60,6 +58,7 @@ impl Loader<'_> {
             url_policy,
             leeway,
             mapping: mapping?,
+            condition: condition.ok()?,
         })
     }
 

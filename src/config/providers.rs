@@ -10,6 +10,7 @@ use crate::mint::keys::SigningKey;
 use crate::mint::{
     ClientCredential, DEFAULT_TTL, Profile, REGISTERED_CLAIMS, STATEBACKED_AUDIENCE, TokenProvider,
 };
+use crate::policy::Scope;
 
 impl Loader<'_> {
     pub(super) fn provider(
@@ -18,6 +19,7 @@ impl Loader<'_> {
         place: &Place,
         keys: &[Arc<SigningKey>],
         server: &ServerConfig,
+        idp_names: &[String],
     ) -> Option<TokenProvider> {
         let at = Some(place);
         let path = &place.path;
@@ -80,10 +82,11 @@ impl Loader<'_> {
                 }
             }
         }
+        let condition = self.condition(spec.condition.as_deref(), Scope::Provider, place);
         if self.errors.len() > errors_before {
             return None;
         }
-        let clients = self.clients(&spec.clients, place);
+        let clients = self.clients(&spec.clients, place, idp_names);
         let audience = spec.audience.unwrap_or_else(|| match profile {
             Profile::StateBacked => STATEBACKED_AUDIENCE.to_owned(),
             Profile::AccessToken => spec.service.clone(),
@@ -98,10 +101,16 @@ impl Loader<'_> {
             server.issuer.clone(),
         );
         provider.clients = clients?;
+        provider.condition = condition.ok()?;
         Some(provider)
     }
 
-    fn clients(&mut self, specs: &[ClientSpec], place: &Place) -> Option<Vec<ClientCredential>> {
+    fn clients(
+        &mut self,
+        specs: &[ClientSpec],
+        place: &Place,
+        idp_names: &[String],
+    ) -> Option<Vec<ClientCredential>> {
         let mut clients = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             let client_place = Place {
@@ -129,9 +138,11 @@ impl Loader<'_> {
                     client_place.path
                 ));
             }
+            let idps = self.client_idps(spec.idps.as_deref(), &client_place, idp_names);
             clients.push(ClientCredential {
                 id: spec.id.clone(),
                 secret,
+                idps: idps?,
             });
         }
         self.duplicates(
@@ -140,6 +151,46 @@ impl Loader<'_> {
             "client id",
         );
         Some(clients)
+    }
+}
+
+impl Loader<'_> {
+    /// A client's `idps`: each must name an IdP of the configuration. An empty list is an
+    /// error: such a client could exchange nothing, which is a mistake more often than a
+    /// way to switch a client off (remove it, or its secret, for that).
+    fn client_idps(
+        &mut self,
+        names: Option<&[String]>,
+        place: &Place,
+        idp_names: &[String],
+    ) -> Option<Option<Vec<Arc<str>>>> {
+        let Some(names) = names else {
+            return Some(None);
+        };
+        let path = format!("{}.idps", place.path);
+        if names.is_empty() {
+            self.error(
+                Some(place),
+                &path,
+                "name at least one IdP, or leave idps out to allow every IdP",
+            );
+            return None;
+        }
+        let errors_before = self.errors.len();
+        for (i, name) in names.iter().enumerate() {
+            if !idp_names.contains(name) {
+                self.error(
+                    Some(place),
+                    &format!("{path}[{i}]"),
+                    &format!(
+                        "no [[idps]] entry is named {name:?} (an IdP's name is its `name`, else \
+                         its issuer, else its audience)"
+                    ),
+                );
+            }
+        }
+        (self.errors.len() == errors_before)
+            .then(|| Some(names.iter().map(|name| Arc::from(name.as_str())).collect()))
     }
 }
 

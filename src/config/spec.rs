@@ -151,6 +151,20 @@ pub struct IdpSpec {
     pub key_file: Option<String>,
     pub leeway: Option<DurationSpec>,
     pub mapping: Map<String, Value>,
+    /// A CEL condition over the verified token's `claims` (compiled at load).
+    pub condition: Option<String>,
+}
+
+impl IdpSpec {
+    /// The name logs, metrics and `clients[].idps` know it by: `name`, else the issuer,
+    /// else the audience.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.issuer.clone())
+            .or_else(|| self.audience.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// One `[[token_providers]]` entry.
@@ -166,6 +180,8 @@ pub struct TokenProviderSpec {
     /// When set, `/tokens` requires client authentication for this provider.
     #[serde(default)]
     pub clients: Vec<ClientSpec>,
+    /// A CEL condition over the intermediate `claims`, `idp`, `client` and `actor`.
+    pub condition: Option<String>,
 }
 
 /// A client allowed to call `/tokens` for a provider.
@@ -177,6 +193,8 @@ pub struct ClientSpec {
     pub secret_file: Option<String>,
     /// Inline secret: only for demo configs (`baton check` warns).
     pub secret: Option<InlineSecret>,
+    /// The IdPs (by name) whose tokens this client may exchange; absent = any.
+    pub idps: Option<Vec<String>>,
 }
 
 /// A duration: `"15m"`, `"1h30m"`, `"90s"`, `"250ms"`, or a number of seconds.

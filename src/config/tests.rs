@@ -446,6 +446,7 @@ mapping = { "sub.$" = "$.sub" }
         key_file: None,
         leeway: None,
         mapping: serde_json::Map::new(),
+        condition: None,
     };
     let api = ApiEntries {
         idps: vec![("idps[iss=https://file.idp/] (admin API)".into(), clash)],
@@ -601,6 +602,7 @@ fn an_api_entry_has_no_allow_http_way_out() {
         key_file: None,
         leeway: None,
         mapping: serde_json::Map::new(),
+        condition: None,
     };
     let api = ApiEntries {
         idps: vec![("idps[iss=https://api.idp/] (admin API)".into(), remote)],

@@ -252,7 +252,7 @@ async fn unknown_services_and_bad_tokens_name_their_stage() {
 async fn explain_records_each_step_and_the_claims() {
     let exchanger = exchanger(config("1h", ""));
     let token = subject("user-1", NOW + 7200);
-    let (result, trace) = exchanger.explain(&token, "app").await;
+    let (result, trace) = exchanger.explain(&token, "app", None).await;
     assert!(result.is_ok());
     let names: Vec<&str> = trace.steps().iter().map(|s| s.name).collect();
     assert_eq!(
@@ -278,8 +278,253 @@ async fn explain_records_each_step_and_the_claims() {
     );
     assert!(!shown.contains(IDP_SECRET) && !shown.contains("sbsec_test"));
 
-    let (failed, trace) = exchanger.explain(&subject("u", NOW - 3600), "app").await;
+    let (failed, trace) = exchanger
+        .explain(&subject("u", NOW - 3600), "app", None)
+        .await;
     assert!(failed.is_err());
     let last = trace.steps().last().unwrap();
     assert_eq!((last.name, last.passed), ("time claims", false));
+}
+
+/// The test IdP and an `app` provider with these conditions (`''` for none) and clients
+/// `web` (limited to `web_idps`) and `cli` (any IdP).
+fn policy_config(idp_condition: &str, provider_condition: &str, web_idps: &str) -> Config {
+    let line = |key: &str, value: &str| {
+        if value.is_empty() {
+            String::new()
+        } else {
+            format!("{key} = {value}\n")
+        }
+    };
+    let source = format!(
+        r#"
+[[keys]]
+id = "sbk_test"
+algorithm = "HS256"
+secret = "sbsec_test"
+
+[[idps]]
+name = "supabase"
+audience = "authenticated"
+algorithms = ["HS256"]
+key_env = "IDP_SECRET"
+mapping = {{ "sub.$" = "$.sub", "roles.$" = "$.app_metadata.roles[*]" }}
+{}
+[[idps]]
+name = "other"
+issuer = "https://other.test"
+algorithms = ["HS256"]
+key_env = "IDP_SECRET"
+mapping = {{}}
+
+[[token_providers]]
+service = "app"
+key = "sbk_test"
+mapping = {{ "user.$" = "$.sub" }}
+{}
+[[token_providers.clients]]
+id = "web"
+secret = "web-secret"
+{}
+[[token_providers.clients]]
+id = "cli"
+secret = "cli-secret"
+"#,
+        line("condition", idp_condition),
+        line("condition", provider_condition),
+        line("idps", web_idps),
+    );
+    Config::from_toml(&source, Path::new("."), &|name| {
+        (name == "IDP_SECRET").then(|| IDP_SECRET.to_owned())
+    })
+    .unwrap()
+}
+
+fn denial(error: &ExchangeError) -> (Denial, bool) {
+    match error {
+        ExchangeError::Denied(denied) => (denied.denial, denied.undecided.is_some()),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_idp_condition_reads_the_verified_claims() {
+    let token = subject("user-1", NOW + 7200);
+    let holds = exchanger(policy_config(
+        r#"'"admin" in claims.app_metadata.roles'"#,
+        "",
+        "",
+    ));
+    assert!(holds.exchange(&token, "app").await.is_ok());
+    let fails = exchanger(policy_config(r#"'claims.sub == "someone-else"'"#, "", ""));
+    let error = fails.exchange(&token, "app").await.unwrap_err();
+    assert_eq!(denial(&error), (Denial::IdpCondition, false));
+    assert_eq!(error.stage(), "idp condition");
+    // A missing claim cannot decide: refused, never passed.
+    let missing = exchanger(policy_config("'claims.email_verified == true'", "", ""));
+    let error = missing.exchange(&token, "app").await.unwrap_err();
+    assert_eq!(denial(&error), (Denial::IdpCondition, true));
+}
+
+#[tokio::test]
+async fn the_provider_condition_reads_the_intermediate_claims_idp_and_client() {
+    let token = subject("user-1", NOW + 7200);
+    // `roles` exists only after the IdP mapping; `app_metadata` only before it.
+    let condition =
+        r#"'"dev" in claims.roles && idp == "supabase" && client == "web" && actor == null'"#;
+    let exchanger = exchanger(policy_config("", condition, ""));
+    assert!(
+        exchanger
+            .exchange_for_client(&token, "app", Some("web"))
+            .await
+            .is_ok()
+    );
+    let error = exchanger
+        .exchange_for_client(&token, "app", Some("cli"))
+        .await
+        .unwrap_err();
+    assert_eq!(denial(&error), (Denial::ProviderCondition, false));
+    // Through the proxy there is no client: `client` is null.
+    let error = exchanger.exchange(&token, "app").await.unwrap_err();
+    assert_eq!(denial(&error), (Denial::ProviderCondition, false));
+    let before_mapping = self::exchanger(policy_config(
+        "",
+        "'claims.app_metadata.roles.size() > 0'",
+        "",
+    ));
+    let error = before_mapping.exchange(&token, "app").await.unwrap_err();
+    assert_eq!(denial(&error), (Denial::ProviderCondition, true));
+}
+
+#[tokio::test]
+async fn a_client_limited_to_other_idps_is_refused_and_an_unknown_client_too() {
+    let token = subject("user-1", NOW + 7200);
+    let limited = exchanger(policy_config("", "", r#"["other"]"#));
+    let error = limited
+        .exchange_for_client(&token, "app", Some("web"))
+        .await
+        .unwrap_err();
+    assert_eq!(denial(&error), (Denial::ClientNotAllowed, false));
+    assert_eq!(error.stage(), "client");
+    assert!(
+        limited
+            .exchange_for_client(&token, "app", Some("cli"))
+            .await
+            .is_ok()
+    );
+    // A client the provider does not know (a reload removed it mid-request): refused.
+    let error = limited
+        .exchange_for_client(&token, "app", Some("gone"))
+        .await
+        .unwrap_err();
+    assert_eq!(denial(&error), (Denial::ClientNotAllowed, false));
+    let allowed = exchanger(policy_config("", "", r#"["supabase", "other"]"#));
+    assert!(
+        allowed
+            .exchange_for_client(&token, "app", Some("web"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn the_cache_never_hands_one_clients_token_to_another() {
+    let token = subject("user-1", NOW + 7200);
+    let exchanger = exchanger(policy_config("", "", r#"["other"]"#));
+    let for_cli = exchanger
+        .exchange_for_client(&token, "app", Some("cli"))
+        .await
+        .unwrap();
+    let again = exchanger
+        .exchange_for_client(&token, "app", Some("cli"))
+        .await
+        .unwrap();
+    assert!(!for_cli.cached && again.cached);
+    // `web` may not use this IdP: the token cached for `cli` does not change that.
+    let error = exchanger
+        .exchange_for_client(&token, "app", Some("web"))
+        .await
+        .unwrap_err();
+    assert_eq!(denial(&error), (Denial::ClientNotAllowed, false));
+    // No client (the proxy) is a key of its own too.
+    let proxied = exchanger.exchange(&token, "app").await.unwrap();
+    assert!(!proxied.cached);
+}
+
+#[test]
+fn cache_keys_differ_by_client_and_cannot_collide_across_parts() {
+    let keys = [
+        cache_key(1, "app", None, "t"),
+        cache_key(1, "app", Some("web"), "t"),
+        cache_key(1, "app", Some("cli"), "t"),
+        cache_key(1, "app", Some(""), "t"),
+        // The client's bytes moved into the token: a different key.
+        cache_key(1, "app", Some("w"), "ebt"),
+        cache_key(2, "app", Some("web"), "t"),
+    ];
+    let distinct: std::collections::HashSet<_> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len());
+}
+
+#[tokio::test]
+async fn explain_shows_each_condition_with_its_source_and_result() {
+    let token = subject("user-1", NOW + 7200);
+    let exchanger = exchanger(policy_config(
+        r#"'"admin" in claims.app_metadata.roles'"#,
+        "'client == \"web\"'",
+        r#"["supabase"]"#,
+    ));
+    let (result, trace) = exchanger.explain(&token, "app", Some("web")).await;
+    assert!(result.is_ok(), "{result:?}");
+    let step = |name: &str| {
+        trace
+            .steps()
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .unwrap()
+    };
+    let idp = step("idp condition");
+    assert!(idp.passed);
+    assert!(
+        idp.detail
+            .contains(r#"`"admin" in claims.app_metadata.roles`"#),
+        "{}",
+        idp.detail
+    );
+    assert!(
+        idp.detail
+            .ends_with(r#"-> true (read: claims.app_metadata.roles = ["admin","dev"])"#),
+        "{}",
+        idp.detail
+    );
+    let provider = step("provider condition");
+    assert!(
+        provider.detail.contains(r#"client = "web""#),
+        "{}",
+        provider.detail
+    );
+    assert!(step("client").passed);
+
+    let (result, trace) = exchanger.explain(&token, "app", Some("cli")).await;
+    assert!(result.is_err());
+    let last = trace.steps().last().unwrap();
+    assert_eq!((last.name, last.passed), ("provider condition", false));
+    assert!(
+        last.detail
+            .ends_with(r#"-> false (read: idp = "supabase", client = "cli", actor = null)"#),
+        "{}",
+        last.detail
+    );
+
+    let missing = self::exchanger(policy_config("'claims.hd == \"example.com\"'", "", ""));
+    let (_, trace) = missing.explain(&token, "app", None).await;
+    let last = trace.steps().last().unwrap();
+    assert_eq!(last.name, "idp condition");
+    assert!(
+        last.detail.contains("undecided (no field `hd`)"),
+        "{}",
+        last.detail
+    );
+    assert!(!trace.to_string().contains(&token));
 }

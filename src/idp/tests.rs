@@ -10,6 +10,7 @@ fn idp(name: &str, issuer: Option<&str>, audience: Option<&str>) -> Arc<Identity
         url_policy: UrlPolicy::default(),
         leeway: DEFAULT_LEEWAY,
         mapping: ClaimMapper::empty(),
+        condition: None,
     })
 }
 

@@ -300,3 +300,31 @@ proptest! {
         let _ = Condition::compile(&source, Scope::Route);
     }
 }
+
+#[test]
+fn the_claims_a_condition_reads_by_name_are_listed_once_in_order() {
+    let condition = Condition::compile(
+        r#"claims.email_verified == true && claims.hd == "example.com" && claims.org.id != "" && claims.hd != "x" && claims.groups.exists(g, g == "admins")"#,
+        Scope::Idp,
+    )
+    .unwrap();
+    let paths: Vec<String> = condition
+        .claim_paths()
+        .iter()
+        .map(|path| path.join("."))
+        .collect();
+    assert_eq!(paths, ["email_verified", "hd", "org.id", "groups"]);
+    // A comprehension's own name is not a claim, even when called `claims`.
+    let shadowed = Condition::compile("claims.list.all(claims, claims.ok)", Scope::Idp).unwrap();
+    let paths: Vec<String> = shadowed.claim_paths().iter().map(|p| p.join(".")).collect();
+    assert_eq!(paths, ["list"]);
+}
+
+#[test]
+fn a_long_chain_of_claim_fields_is_bounded_too() {
+    let chain = format!("claims.{} == 1", vec!["a"; MAX_NESTING + 1].join("."));
+    let e = compile_error(&chain, Scope::Idp);
+    assert!(e.contains("nests deeper") || e.contains("parse"), "{e}");
+    let fine = format!("claims.{} == 1", vec!["a"; MAX_NESTING - 4].join("."));
+    assert!(Condition::compile(&fine, Scope::Idp).is_ok());
+}

@@ -43,6 +43,7 @@ fn idp_request(iss: &str, key: Option<&str>) -> IdpRequest {
         jwks_url: None,
         key: key.map(str::to_owned),
         mapping: serde_json::from_value(serde_json::json!({ "sub.$": "$.sub" })).unwrap(),
+        condition: None,
     }
 }
 
@@ -184,6 +185,7 @@ fn file_entries_are_read_only() {
         service: "file-app".into(),
         key_id: "sbk_file".into(),
         mapping: Map::new(),
+        condition: None,
     };
     assert!(matches!(
         state.upsert_provider(&config, provider),
@@ -229,6 +231,7 @@ fn upserts_replace_the_entry_with_the_same_identity() {
         service: "no spaces".into(),
         key_id: "sbk_file".into(),
         mapping: Map::new(),
+        condition: None,
     };
     assert!(matches!(
         state.upsert_provider(&config, bad_service),
