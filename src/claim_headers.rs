@@ -75,8 +75,11 @@ pub struct HeaderTableError {
     pub reason: String,
 }
 
-/// The headers a table gives for one payload: (name, encoded value), in table order.
-pub type Rendered = Arc<[(Arc<str>, Bytes)]>;
+/// One claim header: its name and its encoded value.
+pub type ClaimHeader = (Arc<str>, Bytes);
+
+/// The headers a table gives for one payload, in table order.
+pub type Rendered = Arc<[ClaimHeader]>;
 
 /// One token's renderings, per table, made on first need and kept with the token.
 #[derive(Default)]
@@ -91,6 +94,7 @@ impl HeaderTable {
     pub fn compile(table: &Map<String, Value>) -> Result<Self, Vec<HeaderTableError>> {
         let mut errors = Vec::new();
         let mut names: Vec<Arc<str>> = Vec::new();
+        let mut accepted = Map::new();
         if table.len() > MAX_HEADERS_PER_TABLE {
             errors.push(HeaderTableError {
                 key: None,
@@ -131,20 +135,20 @@ impl HeaderTable {
                 continue;
             }
             names.push(Arc::from(name));
+            accepted.insert(key.clone(), value.clone());
         }
+        // The paths' own bounds and errors are the mappings' (same syntax, same limits),
+        // reported along with the names' (every error of a file at once).
+        let mapper = ClaimMapper::compile(&accepted).unwrap_or_else(|mapping_errors| {
+            errors.extend(mapping_errors.into_iter().map(|e| HeaderTableError {
+                key: e.key_path.first().cloned(),
+                reason: e.reason,
+            }));
+            ClaimMapper::empty()
+        });
         if !errors.is_empty() {
             return Err(errors);
         }
-        // The paths' own bounds and errors are the mappings' (same syntax, same limits).
-        let mapper = ClaimMapper::compile(table).map_err(|mapping_errors| {
-            mapping_errors
-                .into_iter()
-                .map(|e| HeaderTableError {
-                    key: e.key_path.first().cloned(),
-                    reason: e.reason,
-                })
-                .collect::<Vec<_>>()
-        })?;
         // The mapper's output is keyed by name in sorted order: render in that order.
         names.sort();
         Ok(Self {
@@ -167,7 +171,7 @@ impl HeaderTable {
     /// The headers for `payload`, each value rendered and encoded. A header whose path finds
     /// nothing, whose value is `null`, or whose encoded value is too long is left out; the
     /// names of those too long are in the second list (for the log: never their values).
-    pub fn render(&self, payload: &Value) -> (Vec<(Arc<str>, Bytes)>, Vec<Arc<str>>) {
+    pub fn render(&self, payload: &Value) -> (Vec<ClaimHeader>, Vec<Arc<str>>) {
         let mut headers = Vec::with_capacity(self.names.len());
         let mut too_long = Vec::new();
         // A payload is baton's own minted claims, already bounded by the provider mapping;

@@ -41,6 +41,7 @@ use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 mod auth;
 mod forward;
 mod grpc;
+mod policy;
 mod upstream;
 
 pub use upstream::{ResponseBody, UpstreamError};
@@ -217,9 +218,11 @@ impl Gateway {
             return serve_document(&parts, &config, published::metadata(&config));
         }
 
-        let authorization =
+        // Before anything reads the headers: the app gets these names from baton only.
+        policy::strip_claim_headers(&mut parts.headers, &config.proxy.claim_header_names);
+        let admitted =
             match auth::authorize(&self.exchanger, &self.metrics, &config, &mut parts).await {
-                Ok(authorization) => authorization,
+                Ok(admitted) => admitted,
                 Err(refusal) => return refusal.answer(caller),
             };
         let upstream = self.upstream.load();
@@ -227,7 +230,7 @@ impl Gateway {
             return Refusal::upstream(UpstreamFailure::NotConfigured).answer(caller);
         };
         let downstream_upgrade =
-            forward::prepare_request(&mut parts, authorization, downstream, &config.proxy, target);
+            forward::prepare_request(&mut parts, admitted, downstream, &config.proxy, target);
         let started = Instant::now();
         let mut response = match target.send(Request::from_parts(parts, body)).await {
             Ok(response) => response,
