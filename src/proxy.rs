@@ -5,7 +5,9 @@
 //! with one job:
 //!
 //! 1. [`auth`]: the target must be a path, normalized before anything matches on it; the route
-//!    decides whether the bearer token is exchanged, passed (one baton minted) or refused;
+//!    decides whether the bearer token is exchanged, passed (one baton minted) or refused,
+//!    and [`policy`] whether its condition admits the request and which claim headers the
+//!    app gets (every claim header name a client sent is removed first, in every mode);
 //! 2. [`forward`]: the upstream request's headers (hop-by-hop removed, `X-Forwarded-*`, `Host`)
 //!    and, after the answer, the response's, and the tunnel of an HTTP/1.1 upgrade;
 //! 3. [`upstream`]: the pooled hyper client to `[proxy] upstream`, with its timeouts.

@@ -109,7 +109,14 @@ pub(super) async fn authorize(
             return Err(exchange_refusal(&e));
         }
     };
+    let table = route
+        .0
+        .and_then(|route| route.headers.as_ref())
+        .or(config.proxy.headers.as_ref());
+    // Decoded (once per minted token) only when a condition or a table reads it: a config
+    // without either keeps no payload in the cache.
     let payload = match &authorized {
+        _ if condition.is_none() && table.is_none() => None,
         Authorized::Exchanged(exchanged) => exchanged.minted.payload().map(AsRef::as_ref),
         Authorized::Own(payload) => Some(payload.as_ref()),
     };
@@ -126,10 +133,6 @@ pub(super) async fn authorize(
             return Err(denial(metrics, denied, service, started));
         }
     }
-    let table = route
-        .0
-        .and_then(|route| route.headers.as_ref())
-        .or(config.proxy.headers.as_ref());
     let claim_headers = table.zip(payload).map(|(table, payload)| {
         payload.headers(table, |name| {
             tracing::warn!(
