@@ -6,6 +6,8 @@
 # worker threads; its admin listener on any free port (several batons may run side by side);
 # an inline HS256 signing key (a bench config only); one RS256 IdP (ISSUER, AUDIENCE, its
 # public key in KEY_FILE); the provider `app`. Both mappings copy each CLAIM.
+# With BATON_POLICY=1: one route condition over every path (the method and `act.sub`) and
+# two claim headers (`act.sub`, `act.role`): the issue 10 policy on the cache-hit path.
 bench_config() {
   local file=$1 listen=$2 upstream=$3 threads=$4 issuer=$5 audience=$6 key_file=$7
   shift 7
@@ -13,12 +15,25 @@ bench_config() {
   for claim in "$@"; do
     mapping+="${mapping:+, }\"$claim.\$\" = \"\$.$claim\""
   done
+  local policy=""
+  if [[ ${BATON_POLICY:-0} == 1 ]]; then
+    policy=$(cat <<'POLICY'
+headers = { "x-user-id.$" = "$.act.sub", "x-role.$" = "$.act.role" }
+
+[[proxy.routes]]
+prefix = "/"
+service = "app"
+condition = 'request.method == "GET" && claims.act.sub == "user-1234"'
+POLICY
+)
+  fi
   cat >"$file" <<TOML
 [proxy]
 listen = "$listen"
 ${upstream:+upstream = \"$upstream\"}
 service = "app"
 threads = $threads
+$policy
 
 [admin]
 listen = "127.0.0.1:0"

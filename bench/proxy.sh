@@ -16,6 +16,9 @@
 #   MORE_TARGETS  more peers.sh 'name=port[:jwt]' targets, e.g. a second baton build to compare:
 #     MORE_TARGETS="baton-new=18087:jwt" \
 #     START_baton_new="exec env BATON_PORT=18087 BATON_BIN=/path/to/baton bash $PWD/bench/proxy.sh _start_baton"
+#   POLICY=1     adds the target baton-policy (port POLICY_PORT=18087): the same cache-hit
+#                path with one route condition and two claim headers (BATON_POLICY in
+#                bench/baton-config.sh), reported against baton (issue 10's goal: <= 1.1x)
 # Needs wrk, nginx, haproxy (peers.sh installs what is missing), python3 with PyJWT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +42,12 @@ HYPER_PORT=${HYPER_PORT:-18086}
 export BATON_PORT BATON_THREADS=${BATON_THREADS:-1}
 
 cargo build --release --quiet --bin baton --example passthrough
+
+if [[ ${POLICY:-0} == 1 ]]; then
+  POLICY_PORT=${POLICY_PORT:-18087}
+  MORE_TARGETS="baton-policy=$POLICY_PORT:jwt${MORE_TARGETS:+ $MORE_TARGETS}"
+  export START_baton_policy="exec env BATON_PORT=$POLICY_PORT BATON_POLICY=1 bash '$REPO/bench/proxy.sh' _start_baton"
+fi
 
 export TARGETS=${TARGETS-"nginx haproxy haproxy-jwt"}
 export EXTRA_TARGETS="baton=$BATON_PORT:jwt hyper=$HYPER_PORT${MORE_TARGETS:+ $MORE_TARGETS}"
@@ -82,5 +91,11 @@ for name in batons:
             ok = ratio <= goal if op == "<=" else ratio < goal
             verdict = f"  (goal {op} {goal}: {'met' if ok else 'NOT met'})"
         print(f"  / {peer:<12} {p:6.1f} us/req = {ratio:.2f}x{verdict}")
+# issue 10's target: one route condition and two claim headers cost <= 1.1x the same
+# cache-hit path without them, in the same run.
+p, b = cpu("baton-policy"), cpu("baton")
+if p is not None:
+    ratio = p / b
+    print(f"baton-policy / baton: {p:.1f} / {b:.1f} us/req = {ratio:.2f}x  (goal <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
 PY
 exit $status

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{SharedClock, SystemClock};
@@ -17,9 +17,9 @@ use crate::idp::jwks::{JwksCache, JwksError, JwksPolicy};
 use crate::idp::verify::{Verifier, VerifyError};
 use crate::idp::{IdpSet, KeySource};
 use crate::mapping::MappedClaimsTooLarge;
-pub use crate::mint::Minted;
 use crate::mint::keys::SigningKey;
 use crate::mint::{MintError, TokenProvider};
+pub use crate::mint::{Minted, Payload};
 use crate::policy::{Claims, Condition, Inputs, Undecided};
 use crate::token::UnverifiedToken;
 
@@ -93,8 +93,9 @@ pub struct Exchanged {
 pub enum Authorized {
     /// An IdP token, exchanged: forward this token instead.
     Exchanged(Exchanged),
-    /// A token baton minted, verified: forward it as it is.
-    Own,
+    /// A token baton minted, verified: forward it as it is. Its payload is what the route's
+    /// condition and claim headers read.
+    Own(Arc<Payload>),
 }
 
 /// Why an exchange failed. [`ExchangeError::stage`] names the stage.
@@ -332,7 +333,9 @@ impl Exchanger {
             return Ok(Authorized::Exchanged(hit));
         }
         if let Some(own) = pipeline.verify_own(bearer, self.clock.now_unix()) {
-            return own.map(|()| Authorized::Own).map_err(ExchangeError::Token);
+            return own
+                .map(|claims| Authorized::Own(Arc::new(Payload::new(Value::Object(claims)))))
+                .map_err(ExchangeError::Token);
         }
         // Boxed, as in `exchange`: keeps the cache-hit future small.
         Box::pin(self.run_and_cache(pipeline, key, bearer, service, None))
@@ -440,8 +443,9 @@ impl Pipeline {
     }
 
     /// `Some` when `token` claims to be baton's own (its `kid` is one of baton's keys and its
-    /// `iss` is baton's issuer): then whether its signature and `exp` hold.
-    fn verify_own(&self, token: &str, now: u64) -> Option<Result<(), VerifyError>> {
+    /// `iss` is baton's issuer): then whether its signature and `exp` hold, and its claims
+    /// when they do.
+    fn verify_own(&self, token: &str, now: u64) -> Option<Result<Map<String, Value>, VerifyError>> {
         // Cheap test first: only the small header is decoded for IdP tokens.
         let (header_b64, _) = token.split_once('.')?;
         let header = base64::Engine::decode(
@@ -459,7 +463,7 @@ impl Pipeline {
         if parsed.issuer() != Some(self.config.server.issuer.as_str()) {
             return None;
         }
-        Some(verify_own_token(key, &parsed, now))
+        Some(verify_own_token(key, &parsed, now).map(|()| parsed.claims))
     }
 
     async fn run(

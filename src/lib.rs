@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod algorithm;
 pub mod authorization;
+pub mod claim_headers;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -3,14 +3,15 @@
 pub mod keys;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use crate::algorithm;
+use crate::claim_headers::{HeaderTable, RenderCache, Rendered};
 use crate::mapping::ClaimMapper;
-use crate::policy::Condition;
+use crate::policy::{Claims, Condition, Undecided};
 use crate::token::b64url;
 use keys::{KeyError, SigningKey};
 
@@ -71,7 +72,7 @@ pub struct ClientCredential {
 }
 
 /// A token baton minted.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Minted {
     /// `Bearer <compact JWS>`: the proxy's `Authorization` value, built once at mint time
     /// and shared (not copied) by every request the cache answers.
@@ -82,6 +83,19 @@ pub struct Minted {
     pub expires_at: u64,
     /// The IdP that vouched for the subject token (for logs).
     pub idp: Arc<str>,
+    /// The payload, decoded from the token the first time the proxy needs it (a route
+    /// condition, claim headers) and then kept with the cached token: tokens only ever
+    /// handed out by `/tokens` never pay for it.
+    payload: OnceLock<Option<Arc<Payload>>>,
+}
+
+/// A baton token's payload as the app decodes it (`act` holds the mapped claims in the
+/// `statebacked` profile, the top level in `access_token`), with what the proxy derives from
+/// it — its claims converted for conditions, its claim headers — each made on first need.
+pub struct Payload {
+    json: Value,
+    claims: OnceLock<Result<Claims, Undecided>>,
+    headers: RenderCache,
 }
 
 /// The payload of a `statebacked` token, serialized without building a JSON map first.
@@ -192,6 +206,7 @@ impl TokenProvider {
             issued_at: now,
             expires_at,
             idp,
+            payload: OnceLock::new(),
         })
     }
 }
@@ -239,6 +254,75 @@ impl Minted {
     /// Seconds left at `now`.
     pub fn expires_in(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now)
+    }
+
+    /// The payload as the app decodes it, decoded once (`None` only if baton's own token
+    /// did not decode, which minting rules out).
+    pub fn payload(&self) -> Option<&Arc<Payload>> {
+        self.payload
+            .get_or_init(|| {
+                let encoded = self.token().split('.').nth(1)?;
+                let bytes = base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    encoded,
+                )
+                .ok()?;
+                let json = serde_json::from_slice(&bytes).ok()?;
+                Some(Arc::new(Payload::new(json)))
+            })
+            .as_ref()
+    }
+}
+
+impl PartialEq for Minted {
+    fn eq(&self, other: &Self) -> bool {
+        // The payload is derived from the token: equal tokens have equal payloads.
+        self.bearer == other.bearer
+            && self.issued_at == other.issued_at
+            && self.expires_at == other.expires_at
+            && self.idp == other.idp
+    }
+}
+
+impl Eq for Minted {}
+
+// === impl Payload ===
+
+impl Payload {
+    /// A payload (a JSON object) as a token carries it.
+    pub fn new(json: Value) -> Self {
+        Self {
+            json,
+            claims: OnceLock::new(),
+            headers: RenderCache::default(),
+        }
+    }
+
+    /// The payload as JSON.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The payload converted for conditions, once (a few µs: never per request for a
+    /// cached token).
+    pub fn claims(&self) -> Result<&Claims, Undecided> {
+        match self.claims.get_or_init(|| Claims::from_json(&self.json)) {
+            Ok(claims) => Ok(claims),
+            Err(undecided) => Err(undecided.clone()),
+        }
+    }
+
+    /// `table`'s headers for this payload, rendered once per table; `too_long` hears the
+    /// name of each header left out for its length.
+    pub fn headers(&self, table: &HeaderTable, too_long: impl Fn(&str)) -> Rendered {
+        self.headers.rendered(table, &self.json, too_long)
+    }
+}
+
+impl fmt::Debug for Payload {
+    // Claim values are personal data: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Payload(..)")
     }
 }
 

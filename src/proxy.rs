@@ -5,7 +5,9 @@
 //! with one job:
 //!
 //! 1. [`auth`]: the target must be a path, normalized before anything matches on it; the route
-//!    decides whether the bearer token is exchanged, passed (one baton minted) or refused;
+//!    decides whether the bearer token is exchanged, passed (one baton minted) or refused,
+//!    and [`policy`] whether its condition admits the request and which claim headers the
+//!    app gets (every claim header name a client sent is removed first, in every mode);
 //! 2. [`forward`]: the upstream request's headers (hop-by-hop removed, `X-Forwarded-*`, `Host`)
 //!    and, after the answer, the response's, and the tunnel of an HTTP/1.1 upgrade;
 //! 3. [`upstream`]: the pooled hyper client to `[proxy] upstream`, with its timeouts.
@@ -41,6 +43,7 @@ use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 mod auth;
 mod forward;
 mod grpc;
+mod policy;
 mod upstream;
 
 pub use upstream::{ResponseBody, UpstreamError};
@@ -217,9 +220,11 @@ impl Gateway {
             return serve_document(&parts, &config, published::metadata(&config));
         }
 
-        let authorization =
+        // Before anything reads the headers: the app gets these names from baton only.
+        policy::strip_claim_headers(&mut parts.headers, &config.proxy.claim_header_names);
+        let admitted =
             match auth::authorize(&self.exchanger, &self.metrics, &config, &mut parts).await {
-                Ok(authorization) => authorization,
+                Ok(admitted) => admitted,
                 Err(refusal) => return refusal.answer(caller),
             };
         let upstream = self.upstream.load();
@@ -227,7 +232,7 @@ impl Gateway {
             return Refusal::upstream(UpstreamFailure::NotConfigured).answer(caller);
         };
         let downstream_upgrade =
-            forward::prepare_request(&mut parts, authorization, downstream, &config.proxy, target);
+            forward::prepare_request(&mut parts, admitted, downstream, &config.proxy, target);
         let started = Instant::now();
         let mut response = match target.send(Request::from_parts(parts, body)).await {
             Ok(response) => response,

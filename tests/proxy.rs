@@ -19,6 +19,8 @@ mod http2;
 mod connections;
 #[path = "proxy/grpc.rs"]
 mod grpc;
+#[path = "proxy/policy.rs"]
+mod policy;
 #[path = "proxy/tls.rs"]
 mod tls;
 
@@ -625,6 +627,10 @@ struct Opts {
     upstream_at: Option<SocketAddr>,
     /// `[proxy] tls` with `tls/cert.pem` and `tls/key.pem`, a leaf of the harness's test CA.
     tls: bool,
+    /// More `[proxy]` keys (`headers`, `forward_token`).
+    proxy_extra: String,
+    /// More `[[proxy.routes]]`, ahead of the harness's own (first match wins).
+    routes_extra: String,
 }
 
 impl Default for Opts {
@@ -646,6 +652,8 @@ impl Default for Opts {
             header_timeout: "10s",
             upstream_at: None,
             tls: false,
+            proxy_extra: String::new(),
+            routes_extra: String::new(),
         }
     }
 }
@@ -815,7 +823,8 @@ upstream_protocol = "{upstream_protocol}"
 idle_timeout = "{idle_timeout}"
 header_timeout = "{header_timeout}"
 {tls}
-
+{proxy_extra}
+{routes_extra}
 [[proxy.routes]]
 prefix = "/admin"
 service = "admin-svc"
@@ -859,6 +868,8 @@ mapping = {{ "sub.$" = "$.sub", role = "admin", "team.$" = "$.groups[0]" }}
             jwks = self.jwks_url,
             version = o.version,
             signing = o.signing_key,
+            proxy_extra = o.proxy_extra,
+            routes_extra = o.routes_extra,
         )
     }
 }

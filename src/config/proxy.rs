@@ -4,9 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{Map, Value};
+
 use super::spec::ProxySpec;
 use super::{Loader, Place};
+use crate::claim_headers::HeaderTable;
 use crate::mint::TokenProvider;
+use crate::policy::{Condition, Scope};
 use crate::request_path;
 use crate::tls::{CertificatePair, TlsFiles};
 
@@ -45,12 +49,16 @@ pub enum UpstreamProtocol {
 }
 
 /// A `[[proxy.routes]]` entry: requests under `prefix` use `service`, or pass untouched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// A path prefix, matched on segment boundaries (`/api` matches `/api` and `/api/x`).
     pub prefix: String,
     /// `Some(service)` to exchange with that provider, `None` to skip exchange.
     pub service: Option<String>,
+    /// Who may reach the app through this route (`Scope::Route`: `claims`, `request`).
+    pub condition: Option<Condition>,
+    /// Claim headers for this route's requests, instead of `[proxy] headers`.
+    pub headers: Option<Arc<HeaderTable>>,
 }
 
 /// `[proxy]`.
@@ -66,6 +74,15 @@ pub struct ProxyConfig {
     pub on_missing: OnMissing,
     /// Per-path services, first match wins.
     pub routes: Vec<Route>,
+    /// Claim headers sent with each exchanged request (or one with baton's own token) whose
+    /// route has none of its own.
+    pub headers: Option<Arc<HeaderTable>>,
+    /// Whether the upstream gets the token as `Authorization: Bearer …` (default true);
+    /// `false` sends only the claim headers.
+    pub forward_token: bool,
+    /// Every name of every `headers` table (the default's and each route's), removed from
+    /// every client request before anything else looks at it.
+    pub claim_header_names: Vec<String>,
     /// Upstream TCP connect timeout.
     pub connect_timeout: Duration,
     /// Upstream read timeout (between reads, not total).
@@ -143,11 +160,49 @@ impl Loader<'_> {
                 (None, true) => {}
                 _ => self.error(None, &path, "set either service = \"...\" or skip = true"),
             }
+            if route.skip {
+                // A `skip` route passes requests untouched, with no token to judge or to
+                // take claims from: a condition or headers there would never apply.
+                for (set, key) in [
+                    (route.condition.is_some(), "condition"),
+                    (route.headers.is_some(), "headers"),
+                ] {
+                    if set {
+                        self.error(
+                            None,
+                            &format!("{path}.{key}"),
+                            "a `skip` route passes requests untouched; set a service to use this",
+                        );
+                    }
+                }
+            }
+            let condition = route.condition.as_deref().and_then(|source| {
+                Condition::compile(source, Scope::Route)
+                    .map_err(|e| self.error(None, &format!("{path}.condition"), &e.to_string()))
+                    .ok()
+            });
+            let headers = route
+                .headers
+                .as_ref()
+                .and_then(|table| self.header_table(table, &format!("{path}.headers")));
             routes.push(Route {
                 prefix: route.prefix.trim_end_matches('/').to_owned(),
                 service: route.service.filter(|_| !route.skip),
+                condition,
+                headers,
             });
         }
+        let headers = spec
+            .headers
+            .as_ref()
+            .and_then(|table| self.header_table(table, "proxy.headers"));
+        let mut claim_header_names: Vec<String> = headers
+            .iter()
+            .chain(routes.iter().filter_map(|route| route.headers.as_ref()))
+            .flat_map(|table| table.names().map(str::to_owned))
+            .collect();
+        claim_header_names.sort();
+        claim_header_names.dedup();
         let place = Place {
             path: "proxy".to_owned(),
             span: Some(0..0),
@@ -221,6 +276,9 @@ impl Loader<'_> {
             service: spec.service,
             on_missing,
             routes,
+            headers,
+            forward_token: spec.forward_token.unwrap_or(true),
+            claim_header_names,
             connect_timeout,
             read_timeout,
             upstream_protocol,
@@ -232,4 +290,24 @@ impl Loader<'_> {
             tls,
         }
     }
+
+    /// Compiles a `headers` table, its errors placed under `path` (`proxy.headers."x-a.$"`).
+    fn header_table(&mut self, table: &Map<String, Value>, path: &str) -> Option<Arc<HeaderTable>> {
+        match HeaderTable::compile(table) {
+            Ok(table) => Some(Arc::new(table)),
+            Err(errors) => {
+                for error in errors {
+                    let place = match &error.key {
+                        Some(key) => format!("{path}.{key}"),
+                        None => path.to_owned(),
+                    };
+                    self.error(None, &place, &error.reason);
+                }
+                None
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -65,6 +65,10 @@ pub struct ProxySpec {
     pub header_timeout: Option<DurationSpec>,
     /// Terminate TLS on the listener with this certificate and key.
     pub tls: Option<TlsSpec>,
+    /// Claim headers sent with every exchanged request (mapping syntax).
+    pub headers: Option<Map<String, Value>>,
+    /// Whether the upstream gets the token in `Authorization` (default true).
+    pub forward_token: Option<bool>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
 }
@@ -87,6 +91,10 @@ pub struct RouteSpec {
     pub service: Option<String>,
     #[serde(default)]
     pub skip: bool,
+    /// A CEL condition over `claims` and `request`.
+    pub condition: Option<String>,
+    /// Claim headers for this route, instead of `[proxy] headers`.
+    pub headers: Option<Map<String, Value>>,
 }
 
 /// A path that can be changed or turned off: `"/tokens"`, `true` (the default path) or `false`.

@@ -9,15 +9,16 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Version, header};
 
 use crate::authorization::Credentials;
-use crate::config::{Config, OnMissing};
+use crate::config::{Config, OnMissing, Route};
 use crate::errors::{RequestRefused, Surface, rejection, request_rejection};
-use crate::exchange::{Authorized, Exchanger};
+use crate::exchange::{Authorized, Denial, Denied, ExchangeError, Exchanger};
 use crate::metrics::Metrics;
 use crate::request_path;
 use crate::sts::Reply;
 use crate::telemetry;
 
 use super::Refusal;
+use super::policy::{self, Admitted};
 
 /// Refuses a request target that is not origin-form, and replaces the path with its
 /// normalized form (the query untouched) when normalizing changed it.
@@ -53,24 +54,41 @@ pub(super) fn normalize_target(parts: &mut Parts) -> Result<(), RequestRefused> 
     Ok(())
 }
 
-/// Applies the route's policy to the request's `Authorization`: `Ok(Some(value))` is the
-/// `Authorization` the upstream gets instead of the client's (an exchanged token), `Ok(None)`
-/// sends the request on as it is now (a `skip` route, its bearer credentials dropped; baton's
-/// own token; no token with `on_missing = "forward"`), and `Err` is the answer instead.
+/// Applies the route's policy to the request: its `Authorization` (exchanged, passed when
+/// baton minted it, dropped on a `skip` route), its condition, and the claim headers the app
+/// gets. `Ok` says what the upstream request gets besides the client's headers (nothing on
+/// a `skip` route, whose bearer credentials are dropped here, or for a request without a
+/// token under `on_missing = "forward"`); `Err` is the answer instead.
 pub(super) async fn authorize(
     exchanger: &Exchanger,
     metrics: &Metrics,
     config: &Config,
     parts: &mut Parts,
-) -> Result<Option<HeaderValue>, Refusal> {
-    let Some(service) = route(config, parts.uri.path()) else {
+) -> Result<Admitted, Refusal> {
+    let route = route(config, parts.uri.path());
+    let Some(service) = route.service(config) else {
         // A `skip = true` route: passed on, but never with a bearer credential.
         drop_bearer_credentials(&mut parts.headers);
-        return Ok(None);
+        return Ok(Admitted::default());
     };
+    let condition = route.0.and_then(|route| route.condition.as_ref());
     let token = match bearer_credential(&parts.headers) {
         Ok(Some(token)) => token,
-        Ok(None) if config.proxy.on_missing == OnMissing::Forward => return Ok(None),
+        Ok(None) if config.proxy.on_missing == OnMissing::Forward => {
+            // No token, no claims: the route's condition still decides, over `claims = null`
+            // (a condition that reads claims refuses, one on the request alone may pass).
+            if let Some(condition) = condition
+                && let Err(denied) = policy::check_condition(condition, None, parts)
+            {
+                return Err(denial(
+                    metrics,
+                    denied,
+                    service.unwrap_or("-"),
+                    Instant::now(),
+                ));
+            }
+            return Ok(Admitted::default());
+        }
         Ok(None) => return Err(refusal(&RequestRefused::MissingToken)),
         Err(refused) => return Err(refusal(&refused)),
     };
@@ -78,28 +96,8 @@ pub(super) async fn authorize(
         return Err(refusal(&RequestRefused::NoService));
     };
     let started = Instant::now();
-    match exchanger.authorize(token, service).await {
-        Ok(Authorized::Own) => Ok(None),
-        Ok(Authorized::Exchanged(exchanged)) => {
-            telemetry::exchange_ok(
-                metrics,
-                telemetry::Surface::Proxy,
-                &exchanged.minted.idp,
-                service,
-                exchanged.cached,
-                started.elapsed(),
-            );
-            // `Bearer <token>` was built when the token was minted; this shares its bytes.
-            HeaderValue::from_maybe_shared(exchanged.minted.bearer().clone())
-                .map(Some)
-                .map_err(|_| {
-                    let description = "the token could not be issued";
-                    Refusal {
-                        http: Reply::oauth_error(500, "server_error", description),
-                        description,
-                    }
-                })
-        }
+    let authorized = match exchanger.authorize(token, service).await {
+        Ok(authorized) => authorized,
         Err(e) => {
             telemetry::exchange_refused(
                 metrics,
@@ -108,17 +106,107 @@ pub(super) async fn authorize(
                 service,
                 started.elapsed(),
             );
-            let r = rejection(&e, Surface::Proxy);
-            let http = if r.status == 401 || r.status == 403 {
-                bearer_challenge(r.status, r.error, r.description)
-            } else {
-                Reply::oauth_error(r.status, r.error, r.description)
-            };
-            Err(Refusal {
-                http,
-                description: r.description,
+            return Err(exchange_refusal(&e));
+        }
+    };
+    let table = route
+        .0
+        .and_then(|route| route.headers.as_ref())
+        .or(config.proxy.headers.as_ref());
+    // Decoded (once per minted token) only when a condition or a table reads it: a config
+    // without either keeps no payload in the cache.
+    let payload = match &authorized {
+        _ if condition.is_none() && table.is_none() => None,
+        Authorized::Exchanged(exchanged) => exchanged.minted.payload().map(AsRef::as_ref),
+        Authorized::Own(payload) => Some(payload.as_ref()),
+    };
+    if let Some(condition) = condition {
+        // The token's payload only fails to decode if baton minted garbage: refused.
+        let checked = match payload {
+            Some(payload) => policy::check_condition(condition, Some(payload), parts),
+            None => Err(Denied {
+                denial: Denial::RouteCondition,
+                undecided: Some("the token's payload could not be read".into()),
+            }),
+        };
+        if let Err(denied) = checked {
+            return Err(denial(metrics, denied, service, started));
+        }
+    }
+    let claim_headers = table.zip(payload).map(|(table, payload)| {
+        payload.headers(table, |name| {
+            tracing::warn!(
+                header = name,
+                service,
+                "a claim header's value is too long once encoded; it is not sent"
+            );
+        })
+    });
+    let forward_token = config.proxy.forward_token;
+    match authorized {
+        Authorized::Own(_) => Ok(Admitted {
+            authorization: None,
+            drop_authorization: !forward_token,
+            claim_headers,
+        }),
+        Authorized::Exchanged(exchanged) => {
+            telemetry::exchange_ok(
+                metrics,
+                telemetry::Surface::Proxy,
+                &exchanged.minted.idp,
+                service,
+                exchanged.cached,
+                started.elapsed(),
+            );
+            if !forward_token {
+                return Ok(Admitted {
+                    authorization: None,
+                    drop_authorization: true,
+                    claim_headers,
+                });
+            }
+            // `Bearer <token>` was built when the token was minted; this shares its bytes.
+            let authorization = HeaderValue::from_maybe_shared(exchanged.minted.bearer().clone())
+                .map_err(|_| {
+                let description = "the token could not be issued";
+                Refusal {
+                    http: Reply::oauth_error(500, "server_error", description),
+                    description,
+                }
+            })?;
+            Ok(Admitted {
+                authorization: Some(authorization),
+                drop_authorization: false,
+                claim_headers,
             })
         }
+    }
+}
+
+/// A route condition's refusal: counted and logged as `denied` with its stage, answered 403.
+fn denial(metrics: &Metrics, denied: Denied, service: &str, started: Instant) -> Refusal {
+    let error = ExchangeError::Denied(denied);
+    telemetry::exchange_refused(
+        metrics,
+        telemetry::Surface::Proxy,
+        &error,
+        service,
+        started.elapsed(),
+    );
+    exchange_refusal(&error)
+}
+
+/// The answer to a failed exchange or a denial (errors.rs decides status and wording).
+fn exchange_refusal(error: &ExchangeError) -> Refusal {
+    let r = rejection(error, Surface::Proxy);
+    let http = if r.status == 401 || r.status == 403 {
+        bearer_challenge(r.status, r.error, r.description)
+    } else {
+        Reply::oauth_error(r.status, r.error, r.description)
+    };
+    Refusal {
+        http,
+        description: r.description,
     }
 }
 
@@ -149,20 +237,27 @@ pub(super) fn refusal(refused: &RequestRefused) -> Refusal {
     }
 }
 
-/// The service for `path`: the first matching route's, else `[proxy] service`.
-/// `None` means a `skip` route (pass untouched); `Some(None)`, that no service applies.
-fn route<'c>(config: &'c Config, path: &str) -> Option<Option<&'c str>> {
-    for route in &config.proxy.routes {
-        let matches = path
-            .strip_prefix(route.prefix.as_str())
-            .is_some_and(|rest| {
-                route.prefix.is_empty() || rest.is_empty() || rest.starts_with('/')
-            });
-        if matches {
-            return route.service.as_deref().map(Some);
+/// The first route matching a path, `None` when none does.
+#[derive(Clone, Copy)]
+struct Matched<'c>(Option<&'c Route>);
+
+/// The first `[[proxy.routes]]` entry that matches `path`.
+fn route<'c>(config: &'c Config, path: &str) -> Matched<'c> {
+    Matched(config.proxy.routes.iter().find(|route| {
+        path.strip_prefix(route.prefix.as_str())
+            .is_some_and(|rest| route.prefix.is_empty() || rest.is_empty() || rest.starts_with('/'))
+    }))
+}
+
+impl<'c> Matched<'c> {
+    /// The service: the route's, else `[proxy] service`. `None` means a `skip` route (pass
+    /// untouched); `Some(None)`, that no service applies.
+    fn service(self, config: &'c Config) -> Option<Option<&'c str>> {
+        match self.0 {
+            Some(route) => route.service.as_deref().map(Some),
+            None => Some(config.proxy.service.as_deref()),
         }
     }
-    Some(config.proxy.service.as_deref())
 }
 
 /// The bearer token of the request's one `Authorization` header, `None` when it has none.

@@ -12,6 +12,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::Downstream;
+use super::policy::{self, Admitted};
 use super::upstream::Target;
 use crate::config::ProxyConfig;
 use crate::errors::UpstreamFailure;
@@ -45,12 +46,12 @@ pub(super) struct Upgrades {
 /// Counts an open tunnel while it lives (dropped when it ends or its task is cancelled).
 struct OpenTunnel(Arc<AtomicUsize>);
 
-/// Turns the client's request head into the upstream's: `authorization` (an exchanged token)
-/// replaces the client's, hop-by-hop fields go, `X-Forwarded-*` are set, the target becomes
+/// Turns the client's request head into the upstream's: `admitted`'s `Authorization` and
+/// claim headers are set, hop-by-hop fields go, `X-Forwarded-*` are set, the target becomes
 /// `target`'s. Returns the client side of an upgrade when the request asks for one.
 pub(super) fn prepare_request(
     parts: &mut Parts,
-    authorization: Option<HeaderValue>,
+    admitted: Admitted,
     downstream: Downstream,
     proxy: &ProxyConfig,
     target: &Target,
@@ -74,9 +75,7 @@ pub(super) fn prepare_request(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if let Some(authorization) = authorization {
-        parts.headers.insert(header::AUTHORIZATION, authorization);
-    }
+    policy::apply(&mut parts.headers, admitted);
     // An HTTP/2 request names its host in `:authority` (RFC 9113 §8.3.1): the app, speaking
     // HTTP/1.1, gets it as `Host`.
     if parts.version == Version::HTTP_2

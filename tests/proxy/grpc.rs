@@ -453,3 +453,51 @@ async fn a_grpc_refusal_is_http_200_trailers_only_with_grpc_status_16_and_the_ch
     assert_eq!(body["error_description"], "a bearer token is required");
     assert_eq!(h.upstream.arrived(), 0, "{:#?}", h.upstream.seen());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_call_a_route_condition_refuses_is_permission_denied_and_reaches_no_app() {
+    let (h, app) = baton_before_grpc_app(Opts {
+        routes_extra: r#"
+[[proxy.routes]]
+prefix = "/baton.test.Echo"
+service = "app"
+condition = 'claims.act.user == "grace" && request.headers["content-type"].startsWith("application/grpc")'
+"#
+        .to_owned(),
+        ..Opts::default()
+    })
+    .await;
+    let hal = h.idp_token("hal");
+    let grace = h.idp_token("grace");
+    let (name, hal_value) = bearer(&hal);
+    let (_, grace_value) = bearer(&grace);
+    let results = grpc_client(
+        h.baton.addr,
+        &[
+            call("unary", UNARY, &["hal"], &[(name, hal_value.as_str())]),
+            call("unary", UNARY, &["grace"], &[(name, grace_value.as_str())]),
+        ],
+    )
+    .await;
+    assert_eq!(results[0]["code"], "PERMISSION_DENIED", "{:#}", results[0]);
+    assert_eq!(
+        results[0]["details"], "the token does not allow this request",
+        "{:#}",
+        results[0]
+    );
+    assert_eq!(results[0]["responses"], json!([]));
+    assert_eq!(results[1]["code"], "OK", "{:#}", results[1]);
+    assert_baton_token_for(&h, &results[1], "grace", &grace);
+    assert_eq!(app.calls(), ["Unary"], "the refused call reached the app");
+    // Counted as the 403 it stands for.
+    let metrics = h.admin_get("/metrics").await.text();
+    assert_eq!(
+        sample(
+            &metrics,
+            "baton_proxied_requests_total",
+            &[("status", "403")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
