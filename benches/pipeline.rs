@@ -195,7 +195,8 @@ fn verify(c: &mut Criterion) {
         let verifier = Verifier::new(
             JwksCache::new(JwksPolicy::default()).unwrap(),
             Arc::new(SystemClock),
-        );
+        )
+        .unwrap();
         let token = sign(&idp.signing, &claims(0));
         group.bench_function(baton::algorithm::name(alg), |b| {
             b.iter(|| {

@@ -253,6 +253,7 @@ impl Loader<'_> {
             .filter_map(|(spec, place)| self.idp(spec, &place).map(|idp| (Arc::new(idp), place)))
             .collect();
         self.duplicate_idps(&idps);
+        self.introspection_selection(&idps);
         let providers: Vec<Arc<TokenProvider>> = providers
             .into_iter()
             .filter_map(|(spec, place)| self.provider(spec, &place, &keys, &server, &idp_names))

@@ -114,6 +114,10 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
             VerifyError::KeysUnavailable(_) => {
                 "the identity provider's keys are unavailable; try again later"
             }
+            VerifyError::Inactive => pick("subject_token is not active", "the token is not active"),
+            VerifyError::IntrospectionUnavailable(_) => {
+                "the identity provider's introspection endpoint is unavailable; try again later"
+            }
         },
     }
 }

@@ -34,11 +34,18 @@ const CACHE_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug)]
 pub struct Exchanger {
     pipeline: ArcSwap<Pipeline>,
-    minted: moka::future::Cache<[u8; 32], Arc<Minted>, DigestHasher>,
+    minted: moka::future::Cache<[u8; 32], CachedToken, DigestHasher>,
     verifier: Verifier,
     clock: SharedClock,
     generations: AtomicU64,
     stats: CacheStats,
+}
+
+/// A minted token in the cache, and until when (Unix seconds) it is handed out.
+#[derive(Clone, Debug)]
+struct CachedToken {
+    minted: Arc<Minted>,
+    serve_until: u64,
 }
 
 /// How to build an [`Exchanger`].
@@ -192,7 +199,7 @@ impl Exchanger {
         Ok(Self {
             pipeline: ArcSwap::from_pointee(Pipeline::new(config, 1)),
             minted,
-            verifier: Verifier::new(jwks, Arc::clone(&options.clock)),
+            verifier: Verifier::new(jwks, Arc::clone(&options.clock))?,
             clock: options.clock,
             generations: AtomicU64::new(1),
             stats: CacheStats::default(),
@@ -223,6 +230,11 @@ impl Exchanger {
         self.verifier.jwks()
     }
 
+    /// The introspection client and cache (for metrics and tests).
+    pub fn introspector(&self) -> &crate::idp::introspection::Introspector {
+        self.verifier.introspector()
+    }
+
     /// Cache hit and miss counts.
     pub fn cache_stats(&self) -> &CacheStats {
         &self.stats
@@ -235,7 +247,7 @@ impl Exchanger {
         let jwks = self.verifier.jwks();
         for idp in pipeline.idps.iter() {
             let url: Arc<str> = match &idp.keys {
-                KeySource::Static(_) => continue,
+                KeySource::Static(_) | KeySource::Introspected => continue,
                 KeySource::JwksUrl(url) => Arc::from(url.as_str()),
                 KeySource::Discovery => {
                     match jwks
@@ -263,7 +275,7 @@ impl Exchanger {
         let mut readiness = Vec::new();
         for idp in pipeline.idps.iter() {
             let ready = match &idp.keys {
-                KeySource::Static(_) => true,
+                KeySource::Static(_) | KeySource::Introspected => true,
                 KeySource::JwksUrl(url) => jwks.has_keys(url, idp.url_policy),
                 KeySource::Discovery => match idp.issuer.as_deref() {
                     Some(issuer) => match jwks.discovered(issuer, idp.url_policy).await {
@@ -349,8 +361,11 @@ impl Exchanger {
     }
 
     async fn cached(&self, key: &[u8; 32]) -> Option<Exchanged> {
-        let minted = self.minted.get(key).await?;
-        if self.clock.now_unix() >= serve_until(&minted) {
+        let CachedToken {
+            minted,
+            serve_until,
+        } = self.minted.get(key).await?;
+        if self.clock.now_unix() >= serve_until {
             // Stale: drop it, so that the miss that follows mints anew instead of finding it.
             self.minted.invalidate(key).await;
             return None;
@@ -388,10 +403,16 @@ impl Exchanger {
                         &mut trace,
                     )
                     .await
-                    .map(Arc::new)
+                    .map(|(minted, cache_until)| CachedToken {
+                        // A token minted on an introspection answer is served no longer than
+                        // that answer is reused: a revocation takes effect within the bound.
+                        serve_until: serve_until(&minted).min(cache_until.unwrap_or(u64::MAX)),
+                        minted: Arc::new(minted),
+                    })
             })
             .await
-            .map_err(|e| (*e).clone())?;
+            .map_err(|e| (*e).clone())?
+            .minted;
         Ok(Exchanged {
             minted,
             cached: false,
@@ -419,7 +440,8 @@ impl Exchanger {
                 self.clock.now_unix(),
                 &mut trace,
             )
-            .await;
+            .await
+            .map(|(minted, _)| minted);
         (result, trace)
     }
 }
@@ -472,7 +494,7 @@ impl Pipeline {
         request: Request<'_>,
         now: u64,
         trace: &mut Trace,
-    ) -> Result<Minted, ExchangeError> {
+    ) -> Result<(Minted, Option<u64>), ExchangeError> {
         let Request {
             subject_token,
             service,
@@ -488,6 +510,7 @@ impl Pipeline {
         let provider = provider?;
         let verified = verifier.verify(&self.idps, subject_token, trace).await?;
         let idp = verified.idp;
+        let cache_until = verified.cache_until;
         // The client's limit before the IdP's condition: a client that may not use this IdP
         // learns nothing about how the IdP's policy judges the token.
         if let Some(client) = client {
@@ -541,7 +564,7 @@ impl Pipeline {
         trace.step("mint", &minted, |m| {
             format!("exp {} ({} s from now)", m.expires_at, m.expires_in(now))
         });
-        Ok(minted?)
+        Ok((minted?, cache_until))
     }
 }
 
@@ -570,6 +593,7 @@ impl ExchangeError {
                 }
                 VerifyError::KeysUnavailable(_) | VerifyError::UnknownKey { .. } => "keys",
                 VerifyError::BadSignature => "signature",
+                VerifyError::Inactive | VerifyError::IntrospectionUnavailable(_) => "introspection",
                 _ => "time claims",
             },
         }
@@ -579,7 +603,9 @@ impl ExchangeError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::Mint(_) => Fault::Internal,
-            Self::Token(VerifyError::KeysUnavailable(_)) => Fault::Upstream,
+            Self::Token(
+                VerifyError::KeysUnavailable(_) | VerifyError::IntrospectionUnavailable(_),
+            ) => Fault::Upstream,
             Self::Mapping(_) | Self::Token(_) | Self::UnknownService(_) | Self::Denied(_) => {
                 Fault::Client
             }

@@ -1,5 +1,6 @@
 //! Identity providers: which tokens baton trusts, and how it picks the IdP for a token.
 
+pub mod introspection;
 pub mod jwks;
 pub mod url_policy;
 pub mod verify;
@@ -13,6 +14,7 @@ use crate::crypto::Verifier;
 
 use crate::mapping::ClaimMapper;
 use crate::policy::Condition;
+use introspection::Introspection;
 
 pub use url_policy::UrlPolicy;
 
@@ -41,6 +43,9 @@ pub struct IdentityProvider {
     pub mapping: ClaimMapper,
     /// `condition`: over the verified claims; a token it does not hold for is not acceptable.
     pub condition: Option<Condition>,
+    /// `introspection`: opaque tokens (and JWTs, when it has no keys) are verified by its
+    /// RFC 7662 endpoint.
+    pub introspection: Option<Introspection>,
 }
 
 /// Where an IdP's verification keys come from: exactly one source.
@@ -52,6 +57,8 @@ pub enum KeySource {
     JwksUrl(String),
     /// A key given in the config: an HMAC secret or a public key.
     Static(Box<Verifier>),
+    /// No local keys: every token of this IdP, JWT or not, is introspected.
+    Introspected,
 }
 
 /// Why no IdP was selected for a token.
@@ -136,6 +143,29 @@ impl IdpSet {
         } else {
             NoMatch::Unknown
         })
+    }
+
+    /// The one IdP whose introspection endpoint an opaque `token` may go to: the one with
+    /// the longest `token_prefix` the token starts with, else the introspection IdP without
+    /// a prefix (config validation allows at most one), else none.
+    pub fn select_opaque(&self, token: &str) -> Option<&Arc<IdentityProvider>> {
+        let mut fallback = None;
+        let mut best: Option<(&Arc<IdentityProvider>, usize)> = None;
+        for idp in &self.ordered {
+            let Some(introspection) = &idp.introspection else {
+                continue;
+            };
+            match introspection.token_prefix.as_deref() {
+                None => fallback = fallback.or(Some(idp)),
+                Some(prefix) if token.starts_with(prefix) => {
+                    if best.is_none_or(|(_, len)| prefix.len() > len) {
+                        best = Some((idp, prefix.len()));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        best.map(|(idp, _)| idp).or(fallback)
     }
 
     /// The IdPs, most specific first.

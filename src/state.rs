@@ -280,6 +280,9 @@ impl ApiState {
                     leeway: None,
                     mapping: idp.mapping.clone(),
                     condition: idp.condition.clone(),
+                    introspection: None,
+                    token_prefix: None,
+                    introspection_cache_ttl: None,
                 },
             ));
         }

@@ -150,7 +150,7 @@ impl<'a> UnverifiedToken<'a> {
 
 /// Bounds the claims' depth and size, in one walk over the parsed value (serde_json
 /// already stops at 128 levels while parsing).
-fn check_claims_shape(claims: &Map<String, Value>) -> Result<(), MalformedToken> {
+pub(crate) fn check_claims_shape(claims: &Map<String, Value>) -> Result<(), MalformedToken> {
     /// `value` sits at `depth` (the claims object is at 1).
     fn walk(value: &Value, depth: usize, count: &mut usize) -> Result<(), MalformedToken> {
         *count += 1;

@@ -7,10 +7,14 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use super::keys::SecretFrom;
-use super::spec::IdpSpec;
+use super::spec::{IdpSpec, IntrospectionSpec};
 use super::{Loader, Place};
 use crate::algorithm;
 use crate::crypto::Verifier;
+use crate::idp::introspection::{
+    ClientCredentials, DEFAULT_INTROSPECTION_CACHE_TTL, Introspection, IntrospectionEndpoint,
+    MAX_INTROSPECTION_CACHE_TTL,
+};
 use crate::idp::url_policy::{self, UrlRefusal};
 use crate::idp::{DEFAULT_LEEWAY, IdentityProvider, KeySource, UrlPolicy};
 use crate::policy::Scope;
@@ -40,7 +44,19 @@ impl Loader<'_> {
                 })
                 .collect(),
         };
-        let keys = self.idp_key_source(&spec, place, &algorithms);
+        let introspection = self.idp_introspection(&spec, place);
+        let keys = if introspection.as_ref().is_some_and(Option::is_some)
+            && spec.jwks_url.is_none()
+            && !spec.discovery
+            && spec.key.is_none()
+            && spec.key_env.is_none()
+            && spec.key_file.is_none()
+        {
+            // Introspection alone: no local keys, every token goes to the endpoint.
+            Some(KeySource::Introspected)
+        } else {
+            self.idp_key_source(&spec, place, &algorithms)
+        };
         let url_policy = idp_url_policy(&spec);
         let leeway = self.duration(spec.leeway.as_ref(), DEFAULT_LEEWAY, place, "leeway");
         let mapping = self.mapping(&spec.mapping, place);
@@ -59,7 +75,180 @@ impl Loader<'_> {
             leeway,
             mapping: mapping?,
             condition: condition.ok()?,
+            introspection: introspection?,
         })
+    }
+
+    /// `introspection`, `token_prefix` and `introspection_cache_ttl`: `Some(None)` when the IdP
+    /// has no introspection, `None` after an error.
+    fn idp_introspection(
+        &mut self,
+        spec: &IdpSpec,
+        place: &Place,
+    ) -> Option<Option<Introspection>> {
+        let at = Some(place);
+        let path = &place.path;
+        let errors_before = self.errors.len();
+        let table = match &spec.introspection {
+            None | Some(IntrospectionSpec::Enabled(false)) => {
+                for (field, set) in [
+                    ("token_prefix", spec.token_prefix.is_some()),
+                    (
+                        "introspection_cache_ttl",
+                        spec.introspection_cache_ttl.is_some(),
+                    ),
+                ] {
+                    if set {
+                        self.error(
+                            at,
+                            &format!("{path}.{field}"),
+                            "applies to an IdP with introspection only",
+                        );
+                    }
+                }
+                return (self.errors.len() == errors_before).then_some(None);
+            }
+            Some(IntrospectionSpec::Enabled(true)) => None,
+            Some(IntrospectionSpec::Endpoint(table)) => Some(table),
+        };
+        let url = table.and_then(|t| t.url.as_deref());
+        let endpoint = match url {
+            None if spec.discovery => IntrospectionEndpoint::Discovered,
+            None => {
+                self.error(
+                    at,
+                    &format!("{path}.introspection"),
+                    "the endpoint comes from introspection.url, or from the discovery document \
+                     with discovery = true",
+                );
+                IntrospectionEndpoint::Discovered
+            }
+            Some(url) => {
+                match url::Url::parse(url) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                        if let Err(refusal) = url_policy::check_url(&parsed, idp_url_policy(spec)) {
+                            self.error(
+                                at,
+                                &format!("{path}.introspection.url"),
+                                &refusal_message(&refusal, place),
+                            );
+                        }
+                    }
+                    _ => self.error(
+                        at,
+                        &format!("{path}.introspection.url"),
+                        &format!("`{url}` is not an http(s) URL"),
+                    ),
+                }
+                IntrospectionEndpoint::Url(url.to_owned())
+            }
+        };
+        let credentials = match table {
+            None => None,
+            Some(table) => {
+                let has_secret =
+                    table.client_secret_env.is_some() || table.client_secret_file.is_some();
+                match &table.client_id {
+                    None if has_secret => {
+                        self.error(
+                            at,
+                            &format!("{path}.introspection.client_id"),
+                            "a client secret needs its client_id",
+                        );
+                        None
+                    }
+                    None => None,
+                    Some(id) => {
+                        let sub = Place {
+                            path: format!("{path}.introspection"),
+                            ..place.clone()
+                        };
+                        self.one_secret(
+                            &sub,
+                            &[
+                                (
+                                    "client_secret_env",
+                                    table.client_secret_env.as_deref(),
+                                    SecretFrom::Env,
+                                ),
+                                (
+                                    "client_secret_file",
+                                    table.client_secret_file.as_deref(),
+                                    SecretFrom::File,
+                                ),
+                            ],
+                        )
+                        .map(|(_, secret)| ClientCredentials {
+                            id: id.clone(),
+                            secret,
+                        })
+                    }
+                }
+            }
+        };
+        if spec.token_prefix.as_deref() == Some("") {
+            self.error(
+                at,
+                &format!("{path}.token_prefix"),
+                "an empty prefix; leave token_prefix out instead",
+            );
+        }
+        let cache_ttl = self.duration(
+            spec.introspection_cache_ttl.as_ref(),
+            DEFAULT_INTROSPECTION_CACHE_TTL,
+            place,
+            "introspection_cache_ttl",
+        );
+        if cache_ttl > MAX_INTROSPECTION_CACHE_TTL {
+            self.error(
+                at,
+                &format!("{path}.introspection_cache_ttl"),
+                "at most 1h: a revoked token is accepted for as long as its answer is reused",
+            );
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Some(Introspection {
+            endpoint,
+            credentials,
+            cache_ttl,
+            token_prefix: spec.token_prefix.clone(),
+        }))
+    }
+
+    /// An opaque token goes to one endpoint only: at most one introspection IdP without a
+    /// `token_prefix`, and no two with the same prefix.
+    pub(super) fn introspection_selection(&mut self, idps: &[(Arc<IdentityProvider>, Place)]) {
+        for (i, (idp, place)) in idps.iter().enumerate() {
+            let Some(introspection) = &idp.introspection else {
+                continue;
+            };
+            if let Some((_, first)) = idps[..i].iter().find(|(other, _)| {
+                other
+                    .introspection
+                    .as_ref()
+                    .is_some_and(|o| o.token_prefix == introspection.token_prefix)
+            }) {
+                let problem = match &introspection.token_prefix {
+                    None => format!(
+                        "a second introspection IdP without token_prefix (the first is {}): \
+                         an opaque token is sent to one endpoint only; give each a token_prefix",
+                        first.path
+                    ),
+                    Some(prefix) => format!(
+                        "token_prefix {prefix:?} is also {}'s: an opaque token is sent to one \
+                         endpoint only",
+                        first.path
+                    ),
+                };
+                self.error(
+                    Some(place),
+                    &format!("{}.token_prefix", place.path),
+                    &problem,
+                );
+            }
+        }
     }
 
     fn idp_key_source(

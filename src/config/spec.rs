@@ -161,6 +161,33 @@ pub struct IdpSpec {
     pub mapping: Map<String, Value>,
     /// A CEL condition over the verified token's `claims` (compiled at load).
     pub condition: Option<String>,
+    /// RFC 7662 introspection: `true` (the endpoint from discovery) or a table.
+    pub introspection: Option<IntrospectionSpec>,
+    /// Opaque tokens starting with this go to this IdP's introspection endpoint.
+    pub token_prefix: Option<String>,
+    /// Upper bound on how long an introspection answer is reused (default 60 s).
+    pub introspection_cache_ttl: Option<DurationSpec>,
+}
+
+/// `[[idps]] introspection`: `true`, or `{ url, client_id, client_secret_env | _file }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum IntrospectionSpec {
+    /// `true`: the discovery document's endpoint, no client authentication.
+    Enabled(bool),
+    /// A table.
+    Endpoint(IntrospectionEndpointSpec),
+}
+
+/// The table form of `introspection`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionEndpointSpec {
+    /// Absent with `discovery = true`: the discovery document's `introspection_endpoint`.
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
 }
 
 impl IdpSpec {

@@ -447,6 +447,9 @@ mapping = { "sub.$" = "$.sub" }
         leeway: None,
         mapping: serde_json::Map::new(),
         condition: None,
+        introspection: None,
+        token_prefix: None,
+        introspection_cache_ttl: None,
     };
     let api = ApiEntries {
         idps: vec![("idps[iss=https://file.idp/] (admin API)".into(), clash)],
@@ -603,6 +606,9 @@ fn an_api_entry_has_no_allow_http_way_out() {
         leeway: None,
         mapping: serde_json::Map::new(),
         condition: None,
+        introspection: None,
+        token_prefix: None,
+        introspection_cache_ttl: None,
     };
     let api = ApiEntries {
         idps: vec![("idps[iss=https://api.idp/] (admin API)".into(), remote)],

@@ -203,6 +203,24 @@ impl JwksCache {
         &self.inner.stats
     }
 
+    /// The timeouts and caps fetches obey (introspection uses the same).
+    pub fn policy(&self) -> &JwksPolicy {
+        &self.inner.policy
+    }
+
+    /// GETs the JSON document at `url` under `url_policy` (redirects checked), with the
+    /// timeouts and body cap of key fetches. Not cached.
+    pub(crate) async fn fetch_document(
+        &self,
+        url: &str,
+        url_policy: UrlPolicy,
+    ) -> Result<Vec<u8>, JwksError> {
+        self.inner
+            .fetch_body(url, url_policy)
+            .await
+            .map(|(body, _)| body)
+    }
+
     /// The JWKS URL of `issuer`, by OIDC discovery (cached for an hour). The discovery URL
     /// and the document's `jwks_uri` must both pass `url_policy`.
     pub async fn discover(

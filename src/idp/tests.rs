@@ -11,6 +11,7 @@ fn idp(name: &str, issuer: Option<&str>, audience: Option<&str>) -> Arc<Identity
         leeway: DEFAULT_LEEWAY,
         mapping: ClaimMapper::empty(),
         condition: None,
+        introspection: None,
     })
 }
 

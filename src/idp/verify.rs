@@ -6,6 +6,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{Map, Value};
 
+use super::introspection::{Introspected, Introspector, looks_like_jwt};
 use super::jwks::{JwksCache, JwksError};
 use super::{IdentityProvider, IdpSet, KeySource, NoMatch};
 use crate::algorithm;
@@ -17,6 +18,7 @@ use crate::token::{MalformedToken, UnverifiedToken};
 #[derive(Clone, Debug)]
 pub struct Verifier {
     jwks: JwksCache,
+    introspector: Introspector,
     clock: SharedClock,
 }
 
@@ -27,8 +29,11 @@ pub struct Verified {
     pub idp: Arc<IdentityProvider>,
     /// Its claims.
     pub claims: Map<String, Value>,
-    /// Its `exp`, in Unix seconds.
+    /// Its `exp`, in Unix seconds (`u64::MAX` for an introspected token without `exp`).
     pub expires_at: u64,
+    /// For an introspected token: until when (Unix seconds) the introspection answer is
+    /// reused, and so how long a token minted on it may be served from a cache.
+    pub cache_until: Option<u64>,
 }
 
 /// Why a subject token was refused. Each variant names the stage that failed.
@@ -68,6 +73,12 @@ pub enum VerifyError {
     /// The IdP's keys could not be fetched.
     #[error("the IdP's keys are unavailable: {0}")]
     KeysUnavailable(JwksError),
+    /// The introspection endpoint says the token is not active (`active: false`).
+    #[error("the introspection endpoint says the token is not active")]
+    Inactive,
+    /// The introspection endpoint could not be reached, failed, or gave an unusable answer.
+    #[error("introspection is unavailable: {0}")]
+    IntrospectionUnavailable(JwksError),
     /// The token could not be parsed.
     #[error("malformed token: {0}")]
     Malformed(#[from] MalformedToken),
@@ -107,9 +118,20 @@ pub enum VerifyError {
 // === impl Verifier ===
 
 impl Verifier {
-    /// A verifier fetching keys through `jwks` and reading time from `clock`.
-    pub fn new(jwks: JwksCache, clock: SharedClock) -> Self {
-        Self { jwks, clock }
+    /// A verifier fetching keys through `jwks` (and introspecting with its timeouts and
+    /// caps), reading time from `clock`.
+    pub fn new(jwks: JwksCache, clock: SharedClock) -> Result<Self, JwksError> {
+        let introspector = Introspector::new(jwks.clone())?;
+        Ok(Self {
+            jwks,
+            introspector,
+            clock,
+        })
+    }
+
+    /// The introspection client and cache.
+    pub fn introspector(&self) -> &Introspector {
+        &self.introspector
     }
 
     /// The JWKS cache.
@@ -124,6 +146,9 @@ impl Verifier {
         token: &str,
         trace: &mut Trace,
     ) -> Result<Verified, VerifyError> {
+        if !looks_like_jwt(token) {
+            return self.verify_opaque(idps, token, trace).await;
+        }
         let parsed = UnverifiedToken::parse(token);
         trace.step("parse", &parsed, |t| {
             format!("alg {}, kid {:?}", t.header.alg, t.header.kid)
@@ -140,6 +165,10 @@ impl Verifier {
             });
         trace.step("select IdP", &selected, |idp| format!("IdP {}", idp.name));
         let idp = selected?;
+        if matches!(idp.keys, KeySource::Introspected) {
+            // No keys to check a signature with: the IdP's endpoint vouches for it.
+            return self.introspect(idp, token, trace).await;
+        }
 
         let alg = check_algorithm(idp, &parsed.header.alg);
         trace.step("algorithm", &alg, |alg| {
@@ -159,6 +188,76 @@ impl Verifier {
             idp: Arc::clone(idp),
             claims: parsed.claims,
             expires_at,
+            cache_until: None,
+        })
+    }
+
+    /// A token that is not a JWT: to the one introspection IdP [`IdpSet::select_opaque`]
+    /// picks, or refused without any call.
+    async fn verify_opaque(
+        &self,
+        idps: &IdpSet,
+        token: &str,
+        trace: &mut Trace,
+    ) -> Result<Verified, VerifyError> {
+        let selected = if token.len() > crate::token::MAX_TOKEN_BYTES {
+            Err(VerifyError::Malformed(
+                crate::token::MalformedToken::TooLarge,
+            ))
+        } else {
+            idps.select_opaque(token).ok_or(VerifyError::NoMatchingIdp)
+        };
+        trace.step("select IdP", &selected, |idp| {
+            format!("opaque token: introspection by IdP {}", idp.name)
+        });
+        self.introspect(selected?, token, trace).await
+    }
+
+    /// Asks `idp`'s introspection endpoint (or its cache) about `token`, then checks the
+    /// answer's `iss`, `aud` and time claims as a JWT's would be.
+    async fn introspect(
+        &self,
+        idp: &Arc<IdentityProvider>,
+        token: &str,
+        trace: &mut Trace,
+    ) -> Result<Verified, VerifyError> {
+        let now = self.clock.now_unix();
+        let answer = match &idp.introspection {
+            None => Err(VerifyError::NoMatchingIdp),
+            Some(introspection) => self
+                .introspector
+                .introspect(
+                    introspection,
+                    idp.issuer.as_deref(),
+                    idp.url_policy,
+                    token,
+                    now,
+                )
+                .await
+                .map_err(VerifyError::IntrospectionUnavailable),
+        };
+        let answer = answer.and_then(|answer| match &*answer {
+            Introspected::Inactive => Err(VerifyError::Inactive),
+            Introspected::Active {
+                claims,
+                cache_until,
+            } => Ok((claims.clone(), *cache_until)),
+        });
+        trace.step("introspection", &answer, |(_, until)| {
+            format!("active (answer reused until {until})")
+        });
+        let (claims, cache_until) = answer?;
+        trace.record_claims("introspected claims", &claims);
+        let checked = check_introspected(idp, &claims, now);
+        trace.step("introspected claims", &checked, |exp| {
+            format!("iss, aud and times ok (exp {exp})")
+        });
+        let expires_at = checked?;
+        Ok(Verified {
+            idp: Arc::clone(idp),
+            claims,
+            expires_at,
+            cache_until: Some(cache_until),
         })
     }
 
@@ -173,6 +272,8 @@ impl Verifier {
             KeySource::Static(key) => {
                 return verify_with(key, token, alg);
             }
+            // `verify` introspects these instead.
+            KeySource::Introspected => return Err(VerifyError::BadSignature),
             KeySource::JwksUrl(url) => Arc::from(url.as_str()),
             KeySource::Discovery => {
                 // Validation guarantees a discovery IdP has an issuer.
@@ -258,6 +359,39 @@ fn check_times(
         return Err(VerifyError::IssuedInFuture { iat, now });
     }
     Ok(exp)
+}
+
+/// Checks an introspection answer against `idp`: `iss`, when the answer has one, must be
+/// the IdP's issuer (when it has one); `aud`, when the answer has one, must contain the
+/// IdP's audience (when it has one); `exp` (optional here: RFC 7662 makes it so), `nbf` and
+/// `iat` as for a JWT. Returns the `exp` that caps a minted token (`u64::MAX` without one).
+fn check_introspected(
+    idp: &IdentityProvider,
+    claims: &Map<String, Value>,
+    now: u64,
+) -> Result<u64, VerifyError> {
+    if let (Some(want), Some(iss)) = (&idp.issuer, claims.get("iss"))
+        && iss.as_str() != Some(want.as_str())
+    {
+        return Err(VerifyError::WrongIssuer);
+    }
+    if let (Some(want), Some(aud)) = (&idp.audience, claims.get("aud")) {
+        let has = match aud {
+            Value::String(one) => one == want,
+            Value::Array(many) => many.iter().any(|a| a.as_str() == Some(want.as_str())),
+            _ => false,
+        };
+        if !has {
+            return Err(VerifyError::WrongAudience);
+        }
+    }
+    if claims.contains_key("exp") {
+        check_times(idp, claims, now)
+    } else {
+        let mut with_exp = claims.clone();
+        with_exp.insert("exp".to_owned(), Value::from(u64::MAX));
+        check_times(idp, &with_exp, now)
+    }
 }
 
 /// A NumericDate claim (RFC 7519 §2: may be fractional), floored to whole seconds.
