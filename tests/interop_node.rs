@@ -948,3 +948,284 @@ secret_env = "BATON_INTEROP_HMAC"
         "a key secret reached the log"
     );
 }
+
+// === introspection (RFC 7662) against oidc-provider ===
+
+impl OidcProvider {
+    /// A client_credentials access token without `resource`: opaque (no dots).
+    async fn opaque_token(&self) -> String {
+        let response = http()
+            .post(&self.token_endpoint)
+            .basic_auth(OP_CLIENT_ID, Some(OP_CLIENT_SECRET))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "api:read"),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            status.is_success(),
+            "oidc-provider refused: {status} {answer}"
+        );
+        let token = answer["access_token"].as_str().unwrap().to_owned();
+        assert!(
+            !token.contains('.'),
+            "expected an opaque token, got {token}"
+        );
+        token
+    }
+
+    /// RFC 7009 revocation of `token`.
+    async fn revoke(&self, token: &str) {
+        let response = http()
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth(OP_CLIENT_ID, Some(OP_CLIENT_SECRET))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("token", token),
+                ("token_type_hint", "access_token"),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+}
+
+/// An upstream answering 200 with the `Authorization` header it received.
+async fn echo_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(auth)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// baton with one IdP verifying the provider's opaque tokens by introspection (`discovered`:
+/// the endpoint from discovery, else configured), proxying to `upstream`.
+async fn introspecting_baton(
+    dir: &Path,
+    provider: &OidcProvider,
+    upstream: std::net::SocketAddr,
+    discovered: bool,
+) -> (Baton, String) {
+    let (key_id, secret) = hmac_key();
+    let port = reserve_port();
+    let endpoint = if discovered {
+        "discovery = true\nintrospection = { client_id = \"baton-test\", client_secret_env = \"BATON_OP_SECRET\" }".to_owned()
+    } else {
+        format!(
+            "introspection = {{ url = \"{}/token/introspection\", client_id = \"baton-test\", client_secret_env = \"BATON_OP_SECRET\" }}",
+            provider.issuer
+        )
+    };
+    let config = format!(
+        r#"
+[server]
+org = "{ORG}"
+issuer = "http://127.0.0.1:{port}"
+
+[proxy]
+listen = "127.0.0.1:{port}"
+upstream = "{upstream}"
+service = "interop-app"
+threads = 1
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[keys]]
+id = "{key_id}"
+algorithm = "HS256"
+secret_env = "BATON_INTEROP_HMAC"
+
+[[idps]]
+issuer = "{issuer}"
+{endpoint}
+introspection_cache_ttl = "1s"
+mapping = {{ "sub.$" = "$.client_id", "roles.$" = "$.roles", "tenant.$" = "$.tenant", "scope.$" = "$.scope" }}
+
+[[token_providers]]
+service = "interop-app"
+key = "{key_id}"
+mapping = {{ "sub.$" = "$.sub", "roles.$" = "$.roles", "tenant.$" = "$.tenant", "scope.$" = "$.scope" }}
+"#,
+        admin = reserve_port(),
+        issuer = provider.issuer,
+    );
+    let baton = Baton::launch(dir, ([127, 0, 0, 1], port).into(), &config)
+        .envs(&[
+            ("BATON_INTEROP_HMAC", &secret),
+            ("BATON_OP_SECRET", OP_CLIENT_SECRET),
+            ("RUST_LOG", "debug"),
+        ])
+        .ready_when_serving("/.well-known/jwks.json")
+        .start()
+        .await;
+    (baton, secret)
+}
+
+async fn proxied(baton: &Baton, bearer: &str) -> (u16, String) {
+    let response = http()
+        .get(baton.url("/hello"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+fn refused_at_tokens(answer: &Value, token: &str) {
+    assert!(!answer.to_string().contains(token), "the token was echoed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_provider_opaque_tokens_are_introspected_at_tokens_and_through_the_proxy() {
+    require_npm_packages();
+    let dir = tempfile::tempdir().unwrap();
+    let key = generate_provider_key("op-k1").await;
+    let provider =
+        OidcProvider::start(dir.path(), 0, &write_jwks(dir.path(), "jwks.json", &[&key])).await;
+    let (upstream, _upstream_task) = echo_upstream().await;
+    let (baton, secret) = introspecting_baton(dir.path(), &provider, upstream, false).await;
+
+    // /tokens: the introspection answer's claims are what the mappings see.
+    let opaque = provider.opaque_token().await;
+    let minted = baton.exchange_ok(&opaque, "interop-app").await;
+    let claims = payload(&minted);
+    assert_eq!(
+        claims["act"],
+        json!({ "sub": OP_CLIENT_ID, "roles": ["reader", "writer"], "tenant": "acme", "scope": "api:read" })
+    );
+    assert!(hs256_signature_valid(&minted, &secret));
+    // The opaque token's exp (10 min) caps the minted token's.
+    assert!(
+        claims["exp"].as_u64().unwrap() <= now() + 10 * 60 + 5,
+        "{claims}"
+    );
+
+    // The proxy with an opaque bearer: the app gets baton's token.
+    let (status, forwarded) = proxied(&baton, &opaque).await;
+    assert_eq!(status, 200, "{forwarded}\n{}", baton.log());
+    let forwarded = forwarded.strip_prefix("Bearer ").unwrap();
+    assert_eq!(payload(forwarded)["act"]["sub"], OP_CLIENT_ID);
+
+    // A token the provider never issued: active false → 400 at /tokens, 401 at the proxy.
+    let (status, answer) = baton
+        .exchange(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", "made-up-opaque-token"),
+            ("audience", "interop-app"),
+        ])
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{answer}"
+    );
+    refused_at_tokens(&answer, "made-up-opaque-token");
+    let (status, _) = proxied(&baton, "another-made-up-token").await;
+    assert_eq!(status, 401);
+
+    // Revoked: refused once the cache bound (1 s) has passed, at /tokens and the proxy.
+    provider.revoke(&opaque).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, answer) = baton
+        .exchange(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &opaque),
+            ("audience", "interop-app"),
+        ])
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{answer}"
+    );
+    let (status, _) = proxied(&baton, &opaque).await;
+    assert_eq!(status, 401);
+
+    // The provider down: 503 temporarily_unavailable, never an accept.
+    let fresh = provider.opaque_token().await;
+    drop(provider);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, answer) = baton
+        .exchange(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &fresh),
+            ("audience", "interop-app"),
+        ])
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{answer}"
+    );
+    let (status, _) = proxied(&baton, &fresh).await;
+    assert_eq!(status, 503);
+
+    // Neither the client secret nor a token is ever logged (at debug level).
+    let log = baton.log();
+    assert!(log.contains("introspection failed"), "{log}");
+    for secret in [OP_CLIENT_SECRET, opaque.as_str(), fresh.as_str()] {
+        assert!(!log.contains(secret), "logged: {secret}\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_provider_introspection_endpoint_comes_from_discovery() {
+    require_npm_packages();
+    let dir = tempfile::tempdir().unwrap();
+    let key = generate_provider_key("op-k1").await;
+    let provider =
+        OidcProvider::start(dir.path(), 0, &write_jwks(dir.path(), "jwks.json", &[&key])).await;
+    let (upstream, _upstream_task) = echo_upstream().await;
+    let (baton, _) = introspecting_baton(dir.path(), &provider, upstream, true).await;
+    let opaque = provider.opaque_token().await;
+    let minted = baton.exchange_ok(&opaque, "interop-app").await;
+    assert_eq!(payload(&minted)["act"]["sub"], OP_CLIENT_ID);
+    // Its JWTs are verified locally through discovery's JWKS, as before.
+    let jwt = provider.access_token("https://api.interop.test/").await;
+    let minted = baton.exchange_ok(&jwt, "interop-app").await;
+    assert_eq!(payload(&minted)["act"]["sub"], OP_CLIENT_ID);
+}

@@ -16,6 +16,8 @@
 // RS256-signed JWT (RFC 9068, `typ: at+jwt`) whose `aud` is that URL; its claims are the
 // provider's own: iss, sub (= client id), client_id, aud, jti, iat, exp, scope — plus the
 // `roles` and `tenant` claims that `extraTokenClaims` adds, so mappings have something to map.
+// Without `resource` the access token is opaque; introspection (`/token/introspection`, client
+// authentication required) answers for it, and revocation (`/token/revocation`) revokes it.
 //
 // Exit codes: 0 (genkey done), 2 usage, 3 a package is missing (run scripts/test.sh).
 
@@ -92,6 +94,16 @@ async function serve(portArg, jwksPath) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // RFC 7662 / RFC 7009 at /token/introspection and /token/revocation (in discovery).
+      // An authenticated client may introspect any token; a client revokes its own.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client) => client.clientAuthMethod !== 'none',
+      },
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
+      },
       resourceIndicators: {
         enabled: true,
         // No resource parameter: no resource server, hence an opaque token. The tests
@@ -122,6 +134,8 @@ async function serve(portArg, jwksPath) {
       port: actualPort,
       discovery,
       token_endpoint: `${issuer}/token`,
+      introspection_endpoint: `${issuer}/token/introspection`,
+      revocation_endpoint: `${issuer}/token/revocation`,
       jwks_uri: `${issuer}/jwks`,
       kids: jwks.keys.map((k) => k.kid),
     })}\n`,
