@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Load test of POST /tokens: cold (distinct subject tokens, RS256 → HS256) and warm (one
-# token, cache hit). Reports req/s and baton's CPU µs per request.
+# token, cache hit); then opaque subject tokens through RFC 7662 introspection against a local
+# endpoint (examples/introspection_endpoint.rs): i-cold (distinct tokens, one introspection
+# call per request) and i-warm (one token, cache hit). Reports req/s and baton's CPU µs per
+# request (the endpoint's own CPU is not counted; it runs on wrk's CPU).
 #
 #   bench/tokens.sh            # DURATION=5 CONNS=32 COUNT=120000 PIN_WRK=0 PIN_BATON=1
 #
@@ -18,18 +21,31 @@ PORT=${PORT:-18180}
 WORK=${WORK:-${TMPDIR:-/tmp}/baton-bench-tokens}
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet --bin baton --example subject_tokens
+IPORT=${IPORT:-18181}
+cargo build --release --quiet --bin baton --example subject_tokens --example introspection_endpoint
 mkdir -p "$WORK"
 if [ ! -s "$WORK/tokens.txt" ] || [ "$(wc -l <"$WORK/tokens.txt")" -lt "$COUNT" ] || [ -n "$(find "$WORK/tokens.txt" -mmin +90)" ]; then
   ./target/release/examples/subject_tokens "$WORK" "$COUNT"
 fi
 head -n1 "$WORK/tokens.txt" >"$WORK/one.txt"
+seq -f "opaque-bench-token-%.0f" 1 "$COUNT" >"$WORK/opaque.txt"
+head -n1 "$WORK/opaque.txt" >"$WORK/opaque-one.txt"
 
 bench_config "$WORK/baton.toml" "127.0.0.1:$PORT" "" 1 https://idp.bench app idp.jwk sub email roles
+cat >>"$WORK/baton.toml" <<TOML
+
+[[idps]]
+issuer = "https://opaque.bench"
+introspection = { url = "http://127.0.0.1:$IPORT/introspect" }
+mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
+TOML
+
+taskset -c "$PIN_WRK" ./target/release/examples/introspection_endpoint "127.0.0.1:$IPORT" >"$WORK/introspection.log" &
+INTROSPECTION=$!
 
 RUST_LOG=warn taskset -c "$PIN_BATON" ./target/release/baton serve --config "$WORK/baton.toml" 2>"$WORK/baton.log" &
 BATON=$!
-trap 'kill $BATON 2>/dev/null || true' EXIT
+trap 'kill $BATON $INTROSPECTION 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/.well-known/jwks.json" && break; sleep 0.1; done
 
 ticks() { awk '{print $14 + $15}' "/proc/$BATON/stat"; }
@@ -50,3 +66,6 @@ run warmup "$WORK/one.txt" >/dev/null
 run warm "$WORK/one.txt"
 run cold "$WORK/tokens.txt"
 grep -h "tokens used" "$WORK/cold.txt"
+run i-warm "$WORK/opaque-one.txt"
+run i-cold "$WORK/opaque.txt"
+grep -h "tokens used" "$WORK/i-cold.txt"
