@@ -77,6 +77,8 @@ pub enum NoMatch {
 pub struct IdpSet {
     // Most specific first: issuer and audience, then issuer only, then audience only.
     ordered: Vec<Arc<IdentityProvider>>,
+    /// Whether any of them has introspection (opaque tokens are then introspected).
+    introspection: bool,
 }
 
 // === impl IdentityProvider ===
@@ -111,7 +113,11 @@ impl IdpSet {
     pub fn new(idps: Vec<Arc<IdentityProvider>>) -> Self {
         let mut ordered = idps;
         ordered.sort_by_key(|idp| idp.specificity());
-        Self { ordered }
+        let introspection = ordered.iter().any(|idp| idp.introspection.is_some());
+        Self {
+            ordered,
+            introspection,
+        }
     }
 
     /// The most specific IdP matching the (unverified) `iss` and `aud`.
@@ -143,6 +149,11 @@ impl IdpSet {
         } else {
             NoMatch::Unknown
         })
+    }
+
+    /// Whether any IdP has an introspection endpoint.
+    pub fn has_introspection(&self) -> bool {
+        self.introspection
     }
 
     /// The one IdP whose introspection endpoint an opaque `token` may go to: the one with

@@ -146,7 +146,9 @@ impl Verifier {
         token: &str,
         trace: &mut Trace,
     ) -> Result<Verified, VerifyError> {
-        if !looks_like_jwt(token) {
+        // Without any introspection IdP a token that is not a JWT is refused as malformed,
+        // as it always was.
+        if !token.is_empty() && !looks_like_jwt(token) && idps.has_introspection() {
             return self.verify_opaque(idps, token, trace).await;
         }
         let parsed = UnverifiedToken::parse(token);
