@@ -307,6 +307,12 @@ fn explain(
     print!("{trace}");
     match result {
         Ok(minted) => {
+            if let Some(payload) = minted.payload() {
+                print!(
+                    "{}",
+                    baton::explain::proxy_view(&exchanger.config(), &service, payload.json())
+                );
+            }
             println!(
                 "\nresult: accepted; a token would be minted, expiring at {}",
                 minted.expires_at
