@@ -454,13 +454,13 @@ async fn the_cache_never_hands_one_clients_token_to_another() {
 #[test]
 fn cache_keys_differ_by_client_and_cannot_collide_across_parts() {
     let keys = [
-        cache_key(1, "app", None, "t"),
-        cache_key(1, "app", Some("web"), "t"),
-        cache_key(1, "app", Some("cli"), "t"),
-        cache_key(1, "app", Some(""), "t"),
+        cache_key(1, "app", None, None, "t"),
+        cache_key(1, "app", Some("web"), None, "t"),
+        cache_key(1, "app", Some("cli"), None, "t"),
+        cache_key(1, "app", Some(""), None, "t"),
         // The client's bytes moved into the token: a different key.
-        cache_key(1, "app", Some("w"), "ebt"),
-        cache_key(2, "app", Some("web"), "t"),
+        cache_key(1, "app", Some("w"), None, "ebt"),
+        cache_key(2, "app", Some("web"), None, "t"),
     ];
     let distinct: std::collections::HashSet<_> = keys.iter().collect();
     assert_eq!(distinct.len(), keys.len());
