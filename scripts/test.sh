@@ -12,6 +12,13 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'pyjwt[crypto]==2.15.1'
 fi
 
+# google-auth's STS client: an RFC 8693 client nobody here wrote, which sends actor_token
+# (tests/delegation.rs, tests/interop/sts_google_auth.py).
+if ! python3 -c 'import google.oauth2.sts, google.auth.transport.requests' >/dev/null 2>&1; then
+  echo "test.sh: installing google-auth" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'google-auth[requests]==2.40.3'
+fi
+
 # curl with HTTP/2 (nghttp2): a TLS client nobody here wrote, for the proxy's TLS tests; the
 # openssl CLI makes the PKCS#1 and SEC1 keys of `baton check`'s TLS test.
 if ! command -v curl >/dev/null 2>&1 || ! curl --version | grep -q HTTP2 \

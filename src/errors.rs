@@ -3,7 +3,7 @@
 //! Descriptions are fixed strings per failure class: a response never echoes the token,
 //! its claims, or any detail an attacker could probe with. Full detail goes to the logs.
 
-use crate::exchange::{Denial, ExchangeError, Fault};
+use crate::exchange::{DelegationRefused, Denial, ExchangeError, Fault};
 use crate::idp::verify::VerifyError;
 use crate::request_path::PathRefused;
 
@@ -37,7 +37,7 @@ pub fn rejection(error: &ExchangeError, surface: Surface) -> Rejection {
             // RFC 8693 §2.2.2: a subject token not acceptable is `invalid_request`; a token
             // refused for the target, `invalid_target`; RFC 6749 §5.2 for the client.
             ExchangeError::Denied(denied) => match denied.denial {
-                Denial::IdpCondition => (400, "invalid_request"),
+                Denial::IdpCondition | Denial::ActorIdpCondition => (400, "invalid_request"),
                 Denial::ProviderCondition | Denial::RouteCondition => (400, "invalid_target"),
                 Denial::ClientNotAllowed => (400, "unauthorized_client"),
             },
@@ -68,6 +68,17 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
             "the token's claims are too large to map",
         ),
         ExchangeError::Mint(_) => "the token could not be issued",
+        ExchangeError::Delegation(refused) => match refused {
+            DelegationRefused::NotEnabled => pick(
+                "delegation (actor_token) is not enabled for this service",
+                "delegation is not enabled for this service",
+            ),
+            DelegationRefused::MayActMismatch => {
+                "subject_token's may_act does not allow this actor"
+            }
+            DelegationRefused::ActorWithoutSubject => "actor_token has no sub claim",
+        },
+        ExchangeError::Actor(e) => describe_actor(e),
         ExchangeError::UnknownService(_) => "the requested audience or resource is not known",
         ExchangeError::Denied(denied) => match denied.denial {
             Denial::IdpCondition => pick(
@@ -78,6 +89,9 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
                 "subject_token may not be exchanged for this audience or resource",
                 "the token may not be exchanged for this service",
             ),
+            Denial::ActorIdpCondition => {
+                "actor_token is not acceptable to its identity provider's policy"
+            }
             Denial::ClientNotAllowed => "the client may not exchange tokens of this issuer",
             Denial::RouteCondition => "the token does not allow this request",
         },
@@ -119,6 +133,30 @@ fn describe(error: &ExchangeError, surface: Surface) -> &'static str {
                 "the identity provider's introspection endpoint is unavailable; try again later"
             }
         },
+    }
+}
+
+/// The description for an actor token that failed verification (only `/tokens` takes one).
+fn describe_actor(error: &VerifyError) -> &'static str {
+    match error {
+        VerifyError::Malformed(_) => "actor_token is not a well-formed signed JWT",
+        VerifyError::NoMatchingIdp | VerifyError::WrongAudience | VerifyError::WrongIssuer => {
+            "actor_token is not from a trusted issuer and audience"
+        }
+        VerifyError::AlgorithmNotAllowed { .. } | VerifyError::UnsupportedAlgorithm(_) => {
+            "actor_token's signing algorithm is not accepted"
+        }
+        VerifyError::UnknownKey { .. } | VerifyError::BadSignature => {
+            "actor_token's signature does not verify"
+        }
+        VerifyError::Expired { .. } => "actor_token has expired",
+        VerifyError::NotYetValid { .. } | VerifyError::IssuedInFuture { .. } => {
+            "actor_token is not valid yet"
+        }
+        VerifyError::KeysUnavailable(_) => {
+            "the identity provider's keys are unavailable; try again later"
+        }
+        _ => "actor_token has no valid expiry",
     }
 }
 

@@ -18,7 +18,7 @@ use crate::idp::verify::{Verifier, VerifyError};
 use crate::idp::{IdpSet, KeySource};
 use crate::mapping::MappedClaimsTooLarge;
 use crate::mint::keys::SigningKey;
-use crate::mint::{MintError, TokenProvider};
+use crate::mint::{MintError, Profile, TokenProvider};
 pub use crate::mint::{Minted, Payload};
 use crate::policy::{Claims, Condition, Inputs, Undecided};
 use crate::token::UnverifiedToken;
@@ -72,6 +72,8 @@ pub struct CacheStats {
 #[derive(Clone, Copy)]
 struct Request<'a> {
     subject_token: &'a str,
+    /// RFC 8693 `actor_token` (delegation), if any.
+    actor_token: Option<&'a str>,
     service: &'a str,
     /// The client `/tokens` authenticated, if any.
     client: Option<&'a str>,
@@ -109,6 +111,12 @@ pub enum Authorized {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExchangeError {
+    /// The actor token (RFC 8693 `actor_token`) was refused.
+    #[error("actor token: {0}")]
+    Actor(VerifyError),
+    /// A delegation rule refused the actor ([`DelegationRefused`]).
+    #[error(transparent)]
+    Delegation(#[from] DelegationRefused),
     /// A mapping would produce more values than allowed: the token's fault, like a
     /// malformed one.
     #[error(transparent)]
@@ -137,12 +145,31 @@ pub struct Denied {
     pub undecided: Option<String>,
 }
 
+/// Why a delegated exchange (one with an actor token) was refused, beyond the actor token
+/// failing verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DelegationRefused {
+    /// The actor token has no `sub`, which `act` and `may_act` need.
+    #[error("the actor token has no sub")]
+    ActorWithoutSubject,
+    /// The subject token's `may_act` (RFC 8693 §4.4) does not name this actor.
+    #[error("the subject token's may_act does not allow this actor")]
+    MayActMismatch,
+    /// The provider does not have `delegation = true`.
+    #[error("delegation is not enabled for this service")]
+    NotEnabled,
+}
+
 /// Which policy check refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
     /// `[[idps]] condition`: the subject token is not acceptable.
     #[error("the IdP's condition refused the subject token")]
     IdpCondition,
+    /// `[[idps]] condition` of the actor token's IdP: the actor token is not acceptable.
+    #[error("the IdP's condition refused the actor token")]
+    ActorIdpCondition,
     /// `[[token_providers]] condition`: no token for this service.
     #[error("the token provider's condition refused the exchange")]
     ProviderCondition,
@@ -316,8 +343,30 @@ impl Exchanger {
         service: &str,
         client: Option<&str>,
     ) -> Result<Exchanged, ExchangeError> {
+        self.exchange_delegated(subject_token, None, service, client)
+            .await
+    }
+
+    /// [`Exchanger::exchange_for_client`] with an RFC 8693 `actor_token`: the minted token
+    /// says the actor acts for the subject. The actor token is verified as a subject token
+    /// is (by a configured IdP, or as a token baton minted), and only a provider with
+    /// `delegation = true` accepts one. With an actor, the subject token may also be a token
+    /// baton minted (a delegation chain).
+    pub async fn exchange_delegated(
+        &self,
+        subject_token: &str,
+        actor_token: Option<&str>,
+        service: &str,
+        client: Option<&str>,
+    ) -> Result<Exchanged, ExchangeError> {
         let pipeline = self.pipeline.load_full();
-        let key = cache_key(pipeline.generation, service, client, subject_token);
+        let key = cache_key(
+            pipeline.generation,
+            service,
+            client,
+            actor_token,
+            subject_token,
+        );
         // A hit needs no condition evaluated: the entry was minted under this generation's
         // configuration for this same token, service and client, so the client's `idps`
         // limit and the IdP's and provider's conditions (whose inputs are all fixed by that
@@ -327,7 +376,17 @@ impl Exchanger {
         }
         // Boxed: the miss path's future is kilobytes, and every request's future would be
         // as large (and copied as often) if it were inline; a hit never allocates it.
-        Box::pin(self.run_and_cache(pipeline, key, subject_token, service, client)).await
+        Box::pin(self.run_and_cache(
+            pipeline,
+            key,
+            Request {
+                subject_token,
+                actor_token,
+                service,
+                client,
+            },
+        ))
+        .await
     }
 
     /// What the proxy does with a bearer token: a token baton minted itself (under any of its
@@ -340,7 +399,7 @@ impl Exchanger {
         let pipeline = self.pipeline.load_full();
         // The proxy authenticates no client: its entries are keyed without one. A hit passed
         // the IdP's and provider's conditions when it was minted (see `exchange_for_client`).
-        let key = cache_key(pipeline.generation, service, None, bearer);
+        let key = cache_key(pipeline.generation, service, None, None, bearer);
         if let Some(hit) = self.cached(&key).await {
             return Ok(Authorized::Exchanged(hit));
         }
@@ -350,7 +409,13 @@ impl Exchanger {
                 .map_err(ExchangeError::Token);
         }
         // Boxed, as in `exchange`: keeps the cache-hit future small.
-        Box::pin(self.run_and_cache(pipeline, key, bearer, service, None))
+        let request = Request {
+            subject_token: bearer,
+            actor_token: None,
+            service,
+            client: None,
+        };
+        Box::pin(self.run_and_cache(pipeline, key, request))
             .await
             .map(Authorized::Exchanged)
     }
@@ -381,9 +446,7 @@ impl Exchanger {
         &self,
         pipeline: Arc<Pipeline>,
         key: [u8; 32],
-        subject_token: &str,
-        service: &str,
-        client: Option<&str>,
+        request: Request<'_>,
     ) -> Result<Exchanged, ExchangeError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         // Concurrent misses for one key run the pipeline once.
@@ -392,16 +455,7 @@ impl Exchanger {
             .try_get_with(key, async {
                 let mut trace = Trace::off();
                 pipeline
-                    .run(
-                        &self.verifier,
-                        Request {
-                            subject_token,
-                            service,
-                            client,
-                        },
-                        self.clock.now_unix(),
-                        &mut trace,
-                    )
+                    .run(&self.verifier, request, self.clock.now_unix(), &mut trace)
                     .await
                     .map(|(minted, cache_until)| CachedToken {
                         // A token minted on an introspection answer is served no longer than
@@ -427,6 +481,18 @@ impl Exchanger {
         service: &str,
         client: Option<&str>,
     ) -> (Result<Minted, ExchangeError>, Trace) {
+        self.explain_delegated(subject_token, None, service, client)
+            .await
+    }
+
+    /// [`Exchanger::explain`] with an actor token, as [`Exchanger::exchange_delegated`].
+    pub async fn explain_delegated(
+        &self,
+        subject_token: &str,
+        actor_token: Option<&str>,
+        service: &str,
+        client: Option<&str>,
+    ) -> (Result<Minted, ExchangeError>, Trace) {
         let pipeline = self.pipeline.load_full();
         let mut trace = Trace::recording();
         let result = pipeline
@@ -434,6 +500,7 @@ impl Exchanger {
                 &self.verifier,
                 Request {
                     subject_token,
+                    actor_token,
                     service,
                     client,
                 },
@@ -497,6 +564,7 @@ impl Pipeline {
     ) -> Result<(Minted, Option<u64>), ExchangeError> {
         let Request {
             subject_token,
+            actor_token,
             service,
             client,
         } = request;
@@ -508,64 +576,301 @@ impl Pipeline {
             format!("provider {} (key {})", p.service, p.key.id())
         });
         let provider = provider?;
-        let verified = verifier.verify(&self.idps, subject_token, trace).await?;
-        let idp = verified.idp;
-        let cache_until = verified.cache_until;
-        // The client's limit before the IdP's condition: a client that may not use this IdP
-        // learns nothing about how the IdP's policy judges the token.
-        if let Some(client) = client {
-            let allowed = provider
-                .clients
-                .iter()
-                .find(|known| known.id == client)
-                .is_some_and(|known| known.may_use_idp(&idp.name));
-            let outcome = if allowed {
+        if actor_token.is_some() {
+            let enabled = if provider.delegation {
                 Ok(())
             } else {
-                Err(Denied {
-                    denial: Denial::ClientNotAllowed,
-                    undecided: None,
-                })
+                Err(DelegationRefused::NotEnabled)
             };
-            trace.step("client", &outcome, |()| {
-                format!("client {client} may exchange tokens of IdP {}", idp.name)
+            trace.step("delegation", &enabled, |()| {
+                format!("provider {} accepts actor tokens", provider.service)
             });
-            outcome?;
+            enabled?;
         }
-        let verified_claims = Value::Object(verified.claims);
-        if let Some(condition) = &idp.condition {
-            let outcome = evaluate(condition, &verified_claims, None, None);
-            trace.condition("idp condition", condition, &outcome, &verified_claims, "");
-            Denied::check(Denial::IdpCondition, outcome)?;
-        }
-        let intermediate = Value::Object(idp.mapping.apply(&verified_claims)?);
-        if let Value::Object(claims) = &intermediate {
+        // With an actor, the subject may be a token baton minted: the previous link of a
+        // delegation chain. Without one, only IdP tokens are exchanged, as before.
+        let own_subject = actor_token.and_then(|_| self.verify_own(subject_token, now));
+        let subject = match own_subject {
+            Some(own) => {
+                let claims = own.map_err(ExchangeError::Token);
+                trace.step("subject", &claims, |_| {
+                    "a token baton minted (a delegation chain)".to_owned()
+                });
+                let claims = claims?;
+                check_client(provider, client, OWN_IDP, trace)?;
+                Vouched::own(subject_token, claims)
+            }
+            None => {
+                let verified = verifier.verify(&self.idps, subject_token, trace).await?;
+                // The client's limit before the IdP's condition: a client that may not use
+                // this IdP learns nothing about how the IdP's policy judges the token.
+                check_client(provider, client, &verified.idp.name, trace)?;
+                Vouched::from_idp(verified, Denial::IdpCondition, "idp condition", trace)?
+            }
+        };
+        let intermediate = &subject.intermediate;
+        if let Value::Object(claims) = intermediate {
             trace.record_claims("intermediate claims (IdP mapping)", claims);
         }
+        let actor = match actor_token {
+            Some(token) => Some(self.vouch_actor(verifier, token, now, trace).await?),
+            None => None,
+        };
+        if let Some(actor) = &actor {
+            let allowed = may_act(&subject.claims, actor);
+            trace.step("may_act", &allowed, |()| {
+                match subject.claims.get("may_act") {
+                    Some(_) => "the subject token's may_act allows the actor".to_owned(),
+                    None => "the subject token has no may_act".to_owned(),
+                }
+            });
+            allowed?;
+        }
         if let Some(condition) = &provider.condition {
-            let outcome = evaluate(condition, &intermediate, Some(&idp.name), client);
+            let outcome = evaluate(
+                condition,
+                intermediate,
+                Some(&subject.idp),
+                client,
+                actor.as_ref().map(|a| &a.intermediate),
+            );
+            let actor_shown = match &actor {
+                Some(actor) => actor.intermediate.to_string(),
+                None => "null".to_owned(),
+            };
             trace.condition(
                 "provider condition",
                 condition,
                 &outcome,
-                &intermediate,
+                intermediate,
                 &format!(
-                    "idp = {:?}, client = {}, actor = null",
-                    &*idp.name,
+                    "idp = {:?}, client = {}, actor = {actor_shown}",
+                    &*subject.idp,
                     client.map_or_else(|| "null".to_owned(), |c| format!("{c:?}"))
                 ),
             );
             Denied::check(Denial::ProviderCondition, outcome)?;
         }
-        let claims = provider.map(&intermediate)?;
+        let claims = match &actor {
+            None => provider.map(intermediate)?,
+            Some(actor) => provider.map(&mapping_input(intermediate, &actor.intermediate))?,
+        };
         trace.record_claims("final claims (provider mapping)", &claims);
-        let idp_name = Arc::clone(&idp.name);
-        let minted = provider.mint(claims, verified.expires_at, now, idp_name);
+        let act = match (&actor, provider.profile) {
+            (Some(actor), Profile::AccessToken) => Some(act_claim(&subject, actor)?),
+            _ => None,
+        };
+        // A delegated token lives no longer than either token it was made from.
+        let expires_at = actor
+            .as_ref()
+            .map_or(subject.expires_at, |a| a.expires_at.min(subject.expires_at));
+        // Served from the minted-token cache no longer than an introspection answer it rests on.
+        let cache_until = match (
+            subject.cache_until,
+            actor.as_ref().and_then(|a| a.cache_until),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let minted = provider.mint_delegated(claims, act, expires_at, now, subject.idp);
         trace.step("mint", &minted, |m| {
             format!("exp {} ({} s from now)", m.expires_at, m.expires_in(now))
         });
         Ok((minted?, cache_until))
     }
+
+    /// Verifies an actor token as a subject token is verified: a token baton minted (its
+    /// payload is the actor's claims), else by a configured IdP (its condition and mapping
+    /// apply).
+    async fn vouch_actor(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+        now: u64,
+        trace: &mut Trace,
+    ) -> Result<Vouched, ExchangeError> {
+        let actor = match self.verify_own(token, now) {
+            Some(own) => {
+                let claims = own.map_err(ExchangeError::Actor);
+                trace.step("actor", &claims, |_| "a token baton minted".to_owned());
+                Vouched::own(token, claims?)
+            }
+            None => {
+                let mut quiet = Trace::off();
+                let verified = verifier
+                    .verify(&self.idps, token, &mut quiet)
+                    .await
+                    .map_err(ExchangeError::Actor);
+                trace.step("actor", &verified, |v| {
+                    format!("verified by IdP {}", v.idp.name)
+                });
+                Vouched::from_idp(
+                    verified?,
+                    Denial::ActorIdpCondition,
+                    "actor idp condition",
+                    trace,
+                )?
+            }
+        };
+        if let Value::Object(claims) = &actor.intermediate {
+            trace.record_claims("actor's intermediate claims", claims);
+        }
+        Ok(actor)
+    }
+}
+
+/// The IdP name a token baton minted goes by (in `idp`, logs, and `clients[].idps`).
+const OWN_IDP: &str = "baton";
+
+/// A verified token (subject or actor) and what the pipeline derives from it.
+struct Vouched {
+    /// The IdP that vouched for it ([`OWN_IDP`] for baton's own).
+    idp: Arc<str>,
+    /// Its verified claims.
+    claims: Map<String, Value>,
+    /// Its intermediate claims: its IdP's mapping, or a baton token's payload.
+    intermediate: Value,
+    expires_at: u64,
+    /// Until when an introspection answer it rests on is reused (none for a JWT).
+    cache_until: Option<u64>,
+    /// Whether its `act` claim is RFC 8693's (an IdP's token, or an `access_token`-profile
+    /// baton token) rather than a `statebacked` token's auth context.
+    rfc_act: bool,
+}
+
+// === impl Vouched ===
+
+impl Vouched {
+    fn own(token: &str, claims: Map<String, Value>) -> Self {
+        let rfc_act =
+            UnverifiedToken::parse(token).is_ok_and(|t| t.header.typ.as_deref() == Some("at+jwt"));
+        Self {
+            idp: Arc::from(OWN_IDP),
+            expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            cache_until: None,
+            intermediate: Value::Object(claims.clone()),
+            claims,
+            rfc_act,
+        }
+    }
+
+    fn from_idp(
+        verified: crate::idp::verify::Verified,
+        denial: Denial,
+        step: &'static str,
+        trace: &mut Trace,
+    ) -> Result<Self, ExchangeError> {
+        let idp = verified.idp;
+        let verified_claims = Value::Object(verified.claims);
+        if let Some(condition) = &idp.condition {
+            let outcome = evaluate(condition, &verified_claims, None, None, None);
+            trace.condition(step, condition, &outcome, &verified_claims, "");
+            Denied::check(denial, outcome)?;
+        }
+        let intermediate = Value::Object(idp.mapping.apply(&verified_claims)?);
+        let claims = match verified_claims {
+            Value::Object(claims) => claims,
+            _ => Map::new(),
+        };
+        Ok(Self {
+            idp: Arc::clone(&idp.name),
+            claims,
+            intermediate,
+            expires_at: verified.expires_at,
+            cache_until: verified.cache_until,
+            rfc_act: true,
+        })
+    }
+
+    fn text(&self, claim: &str) -> Option<&str> {
+        self.claims.get(claim).and_then(Value::as_str)
+    }
+}
+
+/// The client's `idps` limit, for a client `/tokens` authenticated.
+fn check_client(
+    provider: &TokenProvider,
+    client: Option<&str>,
+    idp: &str,
+    trace: &mut Trace,
+) -> Result<(), Denied> {
+    let Some(client) = client else {
+        return Ok(());
+    };
+    let allowed = provider
+        .clients
+        .iter()
+        .find(|known| known.id == client)
+        .is_some_and(|known| known.may_use_idp(idp));
+    let outcome = if allowed {
+        Ok(())
+    } else {
+        Err(Denied {
+            denial: Denial::ClientNotAllowed,
+            undecided: None,
+        })
+    };
+    trace.step("client", &outcome, |()| {
+        format!("client {client} may exchange tokens of IdP {idp}")
+    });
+    outcome
+}
+
+/// RFC 8693 §4.4: when the subject token has `may_act`, the actor must be the one it names
+/// (its `sub`, and its `iss` when `may_act` gives one).
+fn may_act(subject: &Map<String, Value>, actor: &Vouched) -> Result<(), DelegationRefused> {
+    let Some(may_act) = subject.get("may_act") else {
+        return Ok(());
+    };
+    let Value::Object(may_act) = may_act else {
+        return Err(DelegationRefused::MayActMismatch);
+    };
+    let Some(actor_sub) = actor.text("sub") else {
+        return Err(DelegationRefused::ActorWithoutSubject);
+    };
+    let sub_ok = may_act.get("sub").and_then(Value::as_str) == Some(actor_sub);
+    let iss_ok = match may_act.get("iss") {
+        None => true,
+        Some(iss) => iss
+            .as_str()
+            .is_some_and(|iss| actor.text("iss") == Some(iss)),
+    };
+    if sub_ok && iss_ok {
+        Ok(())
+    } else {
+        Err(DelegationRefused::MayActMismatch)
+    }
+}
+
+/// The `act` claim of a delegated `access_token`: the actor's `sub` and `iss`, with the
+/// subject token's own `act` (the chain so far) nested inside (RFC 8693 §4.1).
+fn act_claim(subject: &Vouched, actor: &Vouched) -> Result<Value, DelegationRefused> {
+    let sub = actor
+        .text("sub")
+        .ok_or(DelegationRefused::ActorWithoutSubject)?;
+    let mut act = Map::new();
+    act.insert("sub".to_owned(), Value::from(sub));
+    if let Some(iss) = actor.text("iss") {
+        act.insert("iss".to_owned(), Value::from(iss));
+    }
+    if subject.rfc_act
+        && let Some(prior @ Value::Object(_)) = subject.claims.get("act")
+    {
+        act.insert("act".to_owned(), prior.clone());
+    }
+    Ok(Value::Object(act))
+}
+
+/// The provider mapping's input with an actor: the subject's intermediate claims with the
+/// actor's under `actor` (so `$.actor.sub`); an `actor` claim of the subject's is shadowed.
+/// Without an actor the input is the intermediate claims alone, as it always was.
+fn mapping_input(intermediate: &Value, actor: &Value) -> Value {
+    let mut input = match intermediate {
+        Value::Object(claims) => claims.clone(),
+        _ => Map::new(),
+    };
+    input.insert("actor".to_owned(), actor.clone());
+    Value::Object(input)
 }
 
 // === impl ExchangeError ===
@@ -574,11 +879,15 @@ impl ExchangeError {
     /// The pipeline stage that failed.
     pub fn stage(&self) -> &'static str {
         match self {
+            Self::Actor(_) => "actor",
+            Self::Delegation(DelegationRefused::NotEnabled) => "delegation",
+            Self::Delegation(_) => "may_act",
             Self::Mapping(_) => "map",
             Self::Mint(_) => "mint",
             Self::UnknownService(_) => "service",
             Self::Denied(denied) => match denied.denial {
                 Denial::IdpCondition => "idp condition",
+                Denial::ActorIdpCondition => "actor idp condition",
                 Denial::ProviderCondition => "provider condition",
                 Denial::ClientNotAllowed => "client",
                 Denial::RouteCondition => "route condition",
@@ -605,10 +914,16 @@ impl ExchangeError {
             Self::Mint(_) => Fault::Internal,
             Self::Token(
                 VerifyError::KeysUnavailable(_) | VerifyError::IntrospectionUnavailable(_),
+            )
+            | Self::Actor(
+                VerifyError::KeysUnavailable(_) | VerifyError::IntrospectionUnavailable(_),
             ) => Fault::Upstream,
-            Self::Mapping(_) | Self::Token(_) | Self::UnknownService(_) | Self::Denied(_) => {
-                Fault::Client
-            }
+            Self::Actor(_)
+            | Self::Delegation(_)
+            | Self::Mapping(_)
+            | Self::Token(_)
+            | Self::UnknownService(_)
+            | Self::Denied(_) => Fault::Client,
         }
     }
 }
@@ -646,32 +961,44 @@ fn evaluate(
     claims: &Value,
     idp: Option<&str>,
     client: Option<&str>,
+    actor: Option<&Value>,
 ) -> Result<bool, Undecided> {
     let claims = Claims::from_json(claims)?;
+    let actor = actor.map(Claims::from_json).transpose()?;
     condition.evaluate(&Inputs {
         claims: Some(&claims),
         idp,
         client,
+        actor: actor.as_ref(),
         request: None,
     })
 }
 
-/// SHA-256 over (generation, service, client, token): never the raw token as a key, a new
-/// configuration never finds an old entry, and a token minted for one client is never
-/// handed to another (nor one minted for no client to a client, or the reverse). Each
-/// variable-length part is length-prefixed and the client tagged present or absent, so
-/// no two different tuples hash the same input.
-fn cache_key(generation: u64, service: &str, client: Option<&str>, token: &str) -> [u8; 32] {
+/// SHA-256 over (generation, service, client, actor token, token): never the raw token as a
+/// key, a new configuration never finds an old entry, a token minted for one client is never
+/// handed to another (nor one minted for no client to a client, or the reverse), and one
+/// minted for one actor never to another (nor to no actor). Each variable-length part but
+/// the last is length-prefixed and the optional ones tagged present or absent, so no two
+/// different tuples hash the same input.
+fn cache_key(
+    generation: u64,
+    service: &str,
+    client: Option<&str>,
+    actor: Option<&str>,
+    token: &str,
+) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(generation.to_le_bytes());
     hasher.update((service.len() as u64).to_le_bytes());
     hasher.update(service.as_bytes());
-    match client {
-        None => hasher.update([0]),
-        Some(client) => {
-            hasher.update([1]);
-            hasher.update((client.len() as u64).to_le_bytes());
-            hasher.update(client.as_bytes());
+    for part in [client, actor] {
+        match part {
+            None => hasher.update([0]),
+            Some(part) => {
+                hasher.update([1]);
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
         }
     }
     hasher.update(token.as_bytes());

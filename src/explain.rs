@@ -1,10 +1,12 @@
 //! What `baton explain` shows: each pipeline step with its result, and the claims at each
 //! stage. A [`Trace`] that is off records nothing and costs a branch per step.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Value};
 
+use crate::claim_headers::HeaderTable;
+use crate::config::Config;
 use crate::policy::{Condition, Undecided};
 
 /// A record of one run of the pipeline.
@@ -156,4 +158,76 @@ impl fmt::Display for Trace {
         }
         Ok(())
     }
+}
+
+/// What the proxy would add to a request carrying a token minted for `service`: for the
+/// default `[proxy] headers` table and for each route of that service with a table of its own,
+/// the claim headers rendered from `payload` (the minted token as the app decodes it), and
+/// which routes have a condition (evaluated per request, over `claims` and the request: not
+/// shown here, since explain has no request). Values are shown as the app would receive
+/// them, percent-encoded; the token itself never is.
+pub fn proxy_view(config: &Config, service: &str, payload: &Value) -> String {
+    let mut out = String::new();
+    let proxy = &config.proxy;
+    let mut tables: Vec<(String, &HeaderTable)> = Vec::new();
+    if proxy.service.as_deref() == Some(service)
+        && let Some(table) = &proxy.headers
+    {
+        tables.push(("[proxy] headers".to_owned(), table));
+    }
+    for (index, route) in proxy.routes.iter().enumerate() {
+        if route.service.as_deref() != Some(service) {
+            continue;
+        }
+        match &route.headers {
+            Some(table) => tables.push((
+                format!("proxy.routes[{index}] (prefix {:?}) headers", route.prefix),
+                table,
+            )),
+            None if proxy.service.as_deref() != Some(service) => {
+                if let Some(table) = &proxy.headers {
+                    tables.push((
+                        format!(
+                            "proxy.routes[{index}] (prefix {:?}): [proxy] headers",
+                            route.prefix
+                        ),
+                        table,
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    for (label, table) in tables {
+        let (headers, too_long) = table.render(payload);
+        let _ = writeln!(out, "\nclaim headers the proxy would send ({label}):");
+        if headers.is_empty() && too_long.is_empty() {
+            let _ = writeln!(out, "  (none: every path finds nothing)");
+        }
+        for (name, value) in headers {
+            let _ = writeln!(out, "  {name}: {}", String::from_utf8_lossy(&value));
+        }
+        for name in too_long {
+            let _ = writeln!(out, "  {name}: (not sent: longer than 8 KiB once encoded)");
+        }
+    }
+    if !proxy.forward_token {
+        let _ = writeln!(
+            out,
+            "\n[proxy] forward_token = false: the app gets these headers and no Authorization"
+        );
+    }
+    for (index, route) in proxy.routes.iter().enumerate() {
+        if route.service.as_deref() == Some(service)
+            && let Some(condition) = &route.condition
+        {
+            let _ = writeln!(
+                out,
+                "\nproxy.routes[{index}] (prefix {:?}) condition, evaluated per request: `{}`",
+                route.prefix,
+                condition.source()
+            );
+        }
+    }
+    out
 }

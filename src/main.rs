@@ -61,6 +61,10 @@ enum Command {
         /// limit, and `client` in the provider's condition). Default: no client.
         #[arg(long)]
         client: Option<String>,
+        /// An actor token (RFC 8693 delegation), from this file, or `-` for standard input
+        /// (then `--token` may not be `-` too).
+        #[arg(long)]
+        actor_token: Option<String>,
     },
     /// Manage signing keys.
     Keys {
@@ -100,7 +104,15 @@ fn main() -> ExitCode {
             service,
             at,
             client,
-        } => explain(&config, &token, service, at, client.as_deref()),
+            actor_token,
+        } => explain(
+            &config,
+            &token,
+            actor_token.as_deref(),
+            service,
+            at,
+            client.as_deref(),
+        ),
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
         } => generate(&alg, out),
@@ -249,6 +261,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn explain(
     path: &std::path::Path,
     token: &str,
+    actor_token: Option<&str>,
     service: Option<String>,
     at: Option<u64>,
     client: Option<&str>,
@@ -260,6 +273,10 @@ fn explain(
             return ExitCode::FAILURE;
         }
     };
+    if token == "-" && actor_token == Some("-") {
+        eprintln!("--token and --actor-token cannot both be read from standard input");
+        return ExitCode::FAILURE;
+    }
     let token = if token == "-" {
         let mut read = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut read) {
@@ -269,6 +286,24 @@ fn explain(
         read.trim().to_owned()
     } else {
         token.trim().to_owned()
+    };
+    let actor_token = match actor_token {
+        None => None,
+        Some("-") => {
+            let mut read = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut read) {
+                eprintln!("cannot read the actor token from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            Some(read.trim().to_owned())
+        }
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) => {
+                eprintln!("cannot read the actor token from {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let Some(service) = service.or_else(|| config.proxy.service.clone()) else {
         eprintln!("no --service given and no [proxy] service in the config");
@@ -299,7 +334,12 @@ fn explain(
             return ExitCode::FAILURE;
         }
     };
-    let (result, trace) = runtime.block_on(exchanger.explain(&token, &service, client));
+    let (result, trace) = runtime.block_on(exchanger.explain_delegated(
+        &token,
+        actor_token.as_deref(),
+        &service,
+        client,
+    ));
     match client {
         Some(client) => println!("service {service}, client {client}:"),
         None => println!("service {service}:"),
@@ -307,6 +347,12 @@ fn explain(
     print!("{trace}");
     match result {
         Ok(minted) => {
+            if let Some(payload) = minted.payload() {
+                print!(
+                    "{}",
+                    baton::explain::proxy_view(&exchanger.config(), &service, payload.json())
+                );
+            }
             println!(
                 "\nresult: accepted; a token would be minted, expiring at {}",
                 minted.expires_at

@@ -56,6 +56,9 @@ pub struct TokenProvider {
     /// `condition`: over the intermediate claims, the IdP's name and the client; no token
     /// for this service unless it holds.
     pub condition: Option<Condition>,
+    /// `delegation`: whether an actor token (RFC 8693 §2.1 `actor_token`) is accepted.
+    /// Defaults to `false`.
+    pub delegation: bool,
     encoded_header: String,
 }
 
@@ -142,6 +145,7 @@ impl TokenProvider {
             issuer,
             clients: Vec::new(),
             condition: None,
+            delegation: false,
             encoded_header,
         }
     }
@@ -163,6 +167,21 @@ impl TokenProvider {
         now: u64,
         idp: Arc<str>,
     ) -> Result<Minted, MintError> {
+        self.mint_delegated(claims, None, subject_expires_at, now, idp)
+    }
+
+    /// [`TokenProvider::mint`] for a delegated exchange: an `access_token`-profile token
+    /// carries `act` (RFC 8693 §4.1) at its top level, replacing any `act` the mapping gave.
+    /// A `statebacked` token's `act` is its auth context, so `act` is not added there (its
+    /// mapping may copy `$.actor` claims into it instead).
+    pub fn mint_delegated(
+        &self,
+        claims: Map<String, Value>,
+        act: Option<Value>,
+        subject_expires_at: u64,
+        now: u64,
+        idp: Arc<str>,
+    ) -> Result<Minted, MintError> {
         let expires_at = now
             .saturating_add(self.ttl.as_secs())
             .min(subject_expires_at);
@@ -176,6 +195,9 @@ impl TokenProvider {
             }),
             Profile::AccessToken => {
                 let mut payload = claims;
+                if let Some(act) = act {
+                    payload.insert("act".to_owned(), act);
+                }
                 payload.insert("iss".to_owned(), Value::from(self.issuer.as_str()));
                 payload.insert("aud".to_owned(), Value::from(self.audience.as_str()));
                 payload.insert("iat".to_owned(), Value::from(now));

@@ -119,6 +119,8 @@ pub struct Inputs<'a> {
     pub claims: Option<&'a Claims>,
     pub idp: Option<&'a str>,
     pub client: Option<&'a str>,
+    /// The actor's intermediate claims (delegation, RFC 8693 `actor_token`); `null` without.
+    pub actor: Option<&'a Claims>,
     pub request: Option<&'a RequestFacts<'a>>,
 }
 
@@ -323,8 +325,10 @@ impl VariableResolver for Variables<'_> {
             },
             "idp" => Some(text(self.inputs.idp)),
             "client" => Some(text(self.inputs.client)),
-            // Reserved for delegation: no actor token is taken yet.
-            "actor" => Some(CowVal::owned(CelNull)),
+            "actor" => Some(match self.inputs.actor {
+                Some(actor) => CowVal::Borrowed(actor.0.as_ref()),
+                None => CowVal::owned(CelNull),
+            }),
             _ => None,
         }
     }

@@ -298,6 +298,7 @@ impl ApiState {
                     audience: None,
                     clients: Vec::new(),
                     condition: provider.condition.clone(),
+                    delegation: None,
                 },
             ));
         }

@@ -15,7 +15,7 @@ use crate::config::{Config, valid_service};
 use crate::errors::{Surface, rejection};
 use crate::exchange::Exchanger;
 use crate::metrics::Metrics;
-use crate::mint::TokenProvider;
+use crate::mint::{Profile, TokenProvider};
 use crate::telemetry;
 use crate::token::MAX_TOKEN_BYTES;
 
@@ -26,8 +26,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// The token type baton issues.
 pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The JWT token type (RFC 8693 §3), which an `access_token`-profile provider may be asked
+/// for (its tokens are JWTs).
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The types a subject or actor token may be said to have.
 const SUBJECT_TOKEN_TYPES: [&str; 3] = [
-    "urn:ietf:params:oauth:token-type:jwt",
+    TOKEN_TYPE_JWT,
     TOKEN_TYPE_ACCESS_TOKEN,
     "urn:ietf:params:oauth:token-type:id_token",
 ];
@@ -201,19 +205,37 @@ async fn exchange(
     {
         return invalid_request("subject_token_type must be a JWT, access token or ID token URI");
     }
-    for name in ["requested_token_type", "requested_token-type"] {
-        if params
-            .get(name)
-            .is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN)
-        {
-            return invalid_request(
-                "requested_token_type must be urn:ietf:params:oauth:token-type:access_token",
-            );
+    let requested: Vec<&str> = ["requested_token_type", "requested_token-type"]
+        .into_iter()
+        .filter_map(|name| params.get(name))
+        .collect();
+    if requested
+        .iter()
+        .any(|t| *t != TOKEN_TYPE_ACCESS_TOKEN && *t != TOKEN_TYPE_JWT)
+    {
+        return invalid_request(
+            "requested_token_type must be urn:ietf:params:oauth:token-type:access_token, or \
+             urn:ietf:params:oauth:token-type:jwt for a service with the access_token profile",
+        );
+    }
+    // RFC 8693 §2.1: actor_token_type is required with actor_token and must not be sent
+    // without it.
+    let actor_token = match (params.get("actor_token"), params.get("actor_token_type")) {
+        (None, None) => None,
+        (Some(_), None) => return invalid_request("actor_token_type is missing"),
+        (None, Some(_)) => return invalid_request("actor_token_type is sent without actor_token"),
+        (Some(token), Some(kind)) => {
+            if !SUBJECT_TOKEN_TYPES.contains(&kind) {
+                return invalid_request(
+                    "actor_token_type must be a JWT, access token or ID token URI",
+                );
+            }
+            if token.len() > MAX_TOKEN_BYTES {
+                return invalid_request("actor_token is longer than 16 KiB");
+            }
+            Some(token)
         }
-    }
-    if params.get("actor_token").is_some() || params.get("actor_token_type").is_some() {
-        return invalid_request("actor_token (delegation) is not supported");
-    }
+    };
     let service = match target_service(config, &params) {
         Ok(service) => service,
         Err(reply) => return reply,
@@ -225,6 +247,19 @@ async fn exchange(
             "the requested audience or resource is not known",
         );
     };
+    // The JWT type only for access_token-profile providers: a statebacked token is a JWT
+    // too, but its payload is State Backed's shape, not a general-purpose JWT's claims.
+    let issued_token_type = if requested.contains(&TOKEN_TYPE_JWT) {
+        if provider.profile != Profile::AccessToken {
+            return invalid_request(
+                "requested_token_type must be urn:ietf:params:oauth:token-type:access_token \
+                 for this service",
+            );
+        }
+        TOKEN_TYPE_JWT
+    } else {
+        TOKEN_TYPE_ACCESS_TOKEN
+    };
     let client = match authenticate_client(provider, request.authorization, &params) {
         Ok(client) => client,
         Err(reply) => return reply,
@@ -232,7 +267,7 @@ async fn exchange(
 
     let started = Instant::now();
     let result = exchanger
-        .exchange_for_client(subject_token, &service, client.as_deref())
+        .exchange_delegated(subject_token, actor_token, &service, client.as_deref())
         .await;
     let latency = started.elapsed();
     match result {
@@ -250,7 +285,7 @@ async fn exchange(
                 200,
                 &json!({
                     "access_token": exchanged.minted.token(),
-                    "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
+                    "issued_token_type": issued_token_type,
                     "token_type": "Bearer",
                     "expires_in": exchanged.minted.expires_in(now),
                 }),

@@ -44,6 +44,9 @@ pub struct Header {
     /// `crit`: extensions the issuer says must be understood. baton understands none.
     #[serde(default)]
     pub crit: Option<Value>,
+    /// `typ`, when present (`at+jwt` marks baton's `access_token`-profile tokens).
+    #[serde(default)]
+    pub typ: Option<String>,
 }
 
 /// Why a token could not even be parsed.

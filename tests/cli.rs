@@ -457,3 +457,75 @@ fn check_accepts_pkcs1_rsa_and_sec1_ec_keys_written_by_openssl() {
         assert_no_key_material(&shown, &pem);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_takes_an_actor_token_from_a_file_or_stdin() {
+    let key = TestKey::generate(Algorithm::RS256, "k1");
+    let server = JwksServer::start(vec![key.jwk.clone()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server.jwks_url());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&config)
+        .unwrap();
+    file.write_all(
+        br#"
+[[token_providers]]
+service = "delegated"
+key = "sbk_cli"
+profile = "access_token"
+delegation = true
+mapping = { "sub.$" = "$.sub", "actor_sub.$" = "$.actor.sub" }
+"#,
+    )
+    .unwrap();
+    let claims = |sub: &str| json!({ "iss": "https://idp.test", "aud": "app", "sub": sub, "exp": now() + 600 });
+    let subject = key.sign(&claims("user-42"));
+    let actor = key.sign(&claims("svc-7"));
+    let actor_file = dir.path().join("actor.jwt");
+    std::fs::write(&actor_file, format!("{actor}\n")).unwrap();
+    let actor_path = actor_file.to_str().unwrap().to_owned();
+
+    let run = |args: Vec<String>, stdin: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            baton(&args, stdin.as_deref())
+        })
+    };
+    let args = |service: &str, token: &str, actor: &str| -> Vec<String> {
+        [
+            "explain",
+            "--config",
+            &config,
+            "--service",
+            service,
+            "--token",
+            token,
+            "--actor-token",
+            actor,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let ok = run(args("delegated", "-", &actor_path), Some(subject.clone()))
+        .await
+        .unwrap();
+    let shown = text(&ok);
+    assert!(ok.status.success(), "{shown}");
+    assert!(shown.contains("actor"), "{shown}");
+    assert!(shown.contains("\"actor_sub\": \"svc-7\""), "{shown}");
+    assert!(!shown.contains(&actor), "explain printed the actor token");
+
+    let ok = run(args("delegated", &subject, "-"), Some(actor.clone()))
+        .await
+        .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    let refused = run(args("app", &subject, &actor_path), None).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("refused at stage `delegation`"),
+        "{}",
+        text(&refused)
+    );
+}

@@ -835,3 +835,86 @@ fn explain_shows_each_condition_with_its_source_and_result() {
         "{shown}"
     );
 }
+
+#[test]
+fn explain_shows_the_claim_headers_the_proxy_would_send_and_the_route_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[proxy]
+service = "app"
+headers = {{ "x-user-id.$" = "$.act.sub", "x-name.$" = "$.act.name", "x-team" = "ops" }}
+
+[[proxy.routes]]
+prefix = "/admin"
+service = "app"
+condition = 'request.method == "GET" && claims.act.sub == "u-1"'
+headers = {{ "x-admin.$" = "$.act.sub" }}
+
+[[keys]]
+id = "sbk_cli"
+algorithm = "HS256"
+secret = "sbsec_cli_policy_key"
+
+[[idps]]
+name = "google"
+issuer = "{GOOGLE}"
+algorithms = ["HS256"]
+key = "{key}"
+mapping = {{ "sub.$" = "$.sub", "name.$" = "$.name" }}
+
+[[token_providers]]
+service = "app"
+key = "sbk_cli"
+mapping = {{ "sub.$" = "$.sub", "name.$" = "$.name" }}
+"#,
+            key = URL_SAFE_NO_PAD.encode(CLI_IDP_SECRET),
+        ),
+    )
+    .unwrap();
+    let token = sign_hmac(
+        CLI_IDP_SECRET.as_bytes(),
+        Algorithm::HS256,
+        &json!({ "alg": "HS256", "typ": "JWT" }),
+        &json!({ "iss": GOOGLE, "sub": "u-1", "name": "Zoë\r\nx-evil: 1", "exp": now() + 600 }),
+    );
+    let config = path.to_str().unwrap();
+    let (ok, shown) = baton_command(&[
+        "explain",
+        "--config",
+        config,
+        "--service",
+        "app",
+        "--token",
+        &token,
+    ]);
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("claim headers the proxy would send ([proxy] headers):"),
+        "{shown}"
+    );
+    assert!(shown.contains("  x-user-id: u-1\n"), "{shown}");
+    assert!(shown.contains("  x-team: ops\n"), "{shown}");
+    // As the app would receive it: percent-encoded, the line break no header of its own.
+    assert!(
+        shown.contains("  x-name: Zo%C3%AB%0D%0Ax-evil: 1\n"),
+        "{shown}"
+    );
+    assert!(!shown.contains("\nx-evil"), "{shown}");
+    assert!(
+        shown.contains(r#"proxy.routes[0] (prefix "/admin") headers"#)
+            && shown.contains("  x-admin: u-1\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            r#"proxy.routes[0] (prefix "/admin") condition, evaluated per request: `request.method == "GET" && claims.act.sub == "u-1"`"#
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains(&token), "explain printed the token");
+    assert!(!shown.contains("sbsec_cli_policy_key"));
+}

@@ -102,6 +102,7 @@ impl Loader<'_> {
         );
         provider.clients = clients?;
         provider.condition = condition.ok()?;
+        provider.delegation = spec.delegation.unwrap_or(false);
         Some(provider)
     }
 

@@ -217,6 +217,9 @@ pub struct TokenProviderSpec {
     pub clients: Vec<ClientSpec>,
     /// A CEL condition over the intermediate `claims`, `idp`, `client` and `actor`.
     pub condition: Option<String>,
+    /// Whether `/tokens` accepts an `actor_token` (RFC 8693 delegation) for this service.
+    /// Defaults to `false`.
+    pub delegation: Option<bool>,
 }
 
 /// A client allowed to call `/tokens` for a provider.

@@ -651,3 +651,17 @@ fn upstream_protocol_is_http1_by_default_h2c_on_request_and_nothing_else() {
         "expected \"http1\" or \"h2c\"",
     );
 }
+
+#[test]
+fn delegation_defaults_to_false_and_takes_a_bool() {
+    let config = load(VALID).unwrap();
+    assert!(!config.provider("my-app").unwrap().delegation);
+    let on = format!(
+        "{VALID}\n[[token_providers]]\nservice = \"delegated\"\nkey = \"sbk_main\"\ndelegation = true\nmapping = {{}}\n"
+    );
+    assert!(load(&on).unwrap().provider("delegated").unwrap().delegation);
+    let wrong = format!(
+        "{VALID}\n[[token_providers]]\nservice = \"delegated\"\nkey = \"sbk_main\"\ndelegation = \"yes\"\nmapping = {{}}\n"
+    );
+    assert!(load(&wrong).is_err());
+}

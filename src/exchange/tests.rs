@@ -454,13 +454,13 @@ async fn the_cache_never_hands_one_clients_token_to_another() {
 #[test]
 fn cache_keys_differ_by_client_and_cannot_collide_across_parts() {
     let keys = [
-        cache_key(1, "app", None, "t"),
-        cache_key(1, "app", Some("web"), "t"),
-        cache_key(1, "app", Some("cli"), "t"),
-        cache_key(1, "app", Some(""), "t"),
+        cache_key(1, "app", None, None, "t"),
+        cache_key(1, "app", Some("web"), None, "t"),
+        cache_key(1, "app", Some("cli"), None, "t"),
+        cache_key(1, "app", Some(""), None, "t"),
         // The client's bytes moved into the token: a different key.
-        cache_key(1, "app", Some("w"), "ebt"),
-        cache_key(2, "app", Some("web"), "t"),
+        cache_key(1, "app", Some("w"), None, "ebt"),
+        cache_key(2, "app", Some("web"), None, "t"),
     ];
     let distinct: std::collections::HashSet<_> = keys.iter().collect();
     assert_eq!(distinct.len(), keys.len());
@@ -527,4 +527,150 @@ async fn explain_shows_each_condition_with_its_source_and_result() {
         last.detail
     );
     assert!(!trace.to_string().contains(&token));
+}
+
+#[test]
+fn cache_keys_differ_by_actor() {
+    let keys = [
+        cache_key(1, "api", None, None, "t"),
+        cache_key(1, "api", None, Some("a1"), "t"),
+        cache_key(1, "api", None, Some("a2"), "t"),
+        cache_key(1, "api", None, Some(""), "t"),
+        // The actor's bytes moved into the client, or into the token: different keys.
+        cache_key(1, "api", Some("a1"), None, "t"),
+        cache_key(1, "api", None, Some("a"), "1t"),
+    ];
+    let distinct: std::collections::HashSet<_> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len());
+}
+
+fn vouched(claims: Value, rfc_act: bool) -> Vouched {
+    let Value::Object(claims) = claims else {
+        panic!("an object")
+    };
+    Vouched {
+        idp: Arc::from("idp"),
+        intermediate: Value::Object(claims.clone()),
+        claims,
+        expires_at: NOW + 60,
+        cache_until: None,
+        rfc_act,
+    }
+}
+
+#[test]
+fn may_act_names_the_actor_by_sub_and_iss() {
+    let actor = vouched(json!({"sub": "svc", "iss": "https://w"}), true);
+    let with = |allowed: Value| {
+        let Value::Object(subject) = json!({ "sub": "u", "may_act": allowed }) else {
+            panic!("an object")
+        };
+        may_act(&subject, &actor)
+    };
+    assert_eq!(may_act(&Map::new(), &actor), Ok(()));
+    assert_eq!(with(json!({"sub": "svc"})), Ok(()));
+    assert_eq!(with(json!({"sub": "svc", "iss": "https://w"})), Ok(()));
+    for refused in [
+        json!({"sub": "other"}),
+        json!({"sub": "svc", "iss": "https://elsewhere"}),
+        json!({"iss": "https://w"}),
+        json!("svc"),
+        json!({"sub": "svc", "iss": 7}),
+    ] {
+        assert_eq!(
+            with(refused.clone()),
+            Err(DelegationRefused::MayActMismatch),
+            "{refused}"
+        );
+    }
+    let anonymous = vouched(json!({"iss": "https://w"}), true);
+    let Value::Object(subject) = json!({"may_act": {"sub": "svc"}}) else {
+        panic!("an object")
+    };
+    assert_eq!(
+        may_act(&subject, &anonymous),
+        Err(DelegationRefused::ActorWithoutSubject)
+    );
+}
+
+#[test]
+fn act_nests_the_subject_tokens_rfc_act_only() {
+    let actor = vouched(json!({"sub": "svc2", "iss": "https://w"}), true);
+    let chained = vouched(json!({"sub": "u", "act": {"sub": "svc1"}}), true);
+    assert_eq!(
+        act_claim(&chained, &actor),
+        Ok(json!({"sub": "svc2", "iss": "https://w", "act": {"sub": "svc1"}}))
+    );
+    // A statebacked token's `act` is its auth context, not a prior actor.
+    let statebacked = vouched(json!({"act": {"user": "u"}}), false);
+    assert_eq!(
+        act_claim(&statebacked, &actor),
+        Ok(json!({"sub": "svc2", "iss": "https://w"}))
+    );
+    let anonymous = vouched(json!({"iss": "https://w"}), true);
+    assert_eq!(
+        act_claim(&chained, &anonymous),
+        Err(DelegationRefused::ActorWithoutSubject)
+    );
+}
+
+#[test]
+fn the_mapping_input_gains_actor_only_with_one() {
+    let input = mapping_input(
+        &json!({"sub": "u", "actor": "shadowed"}),
+        &json!({"sub": "svc"}),
+    );
+    assert_eq!(input, json!({"sub": "u", "actor": {"sub": "svc"}}));
+}
+
+#[tokio::test]
+async fn delegation_needs_delegation_true_and_explain_shows_the_actor() {
+    let extra = r#"
+[[token_providers]]
+service = "delegated"
+key = "sbk_test"
+profile = "access_token"
+delegation = true
+mapping = { "sub.$" = "$.sub", "actor_sub.$" = "$.actor.sub" }
+condition = 'actor.sub == "svc"'
+"#;
+    let exchanger = exchanger(config("1h", extra));
+    let user = subject("u", NOW + 3600);
+    let actor = subject("svc", NOW + 600);
+    let refused = exchanger
+        .exchange_delegated(&user, Some(&actor), "api", None)
+        .await;
+    assert_eq!(
+        refused.unwrap_err(),
+        ExchangeError::Delegation(DelegationRefused::NotEnabled)
+    );
+    let minted = exchanger
+        .exchange_delegated(&user, Some(&actor), "delegated", None)
+        .await
+        .unwrap();
+    let (_, claims) = decode(minted.minted.token());
+    assert_eq!(claims["sub"], "u");
+    assert_eq!(claims["actor_sub"], "svc");
+    assert_eq!(claims["act"], json!({"sub": "svc"}));
+    // The actor token's exp caps the minted token's.
+    assert_eq!(minted.minted.expires_at, NOW + 600);
+
+    let (result, trace) = exchanger
+        .explain_delegated(&user, Some(&actor), "delegated", None)
+        .await;
+    assert!(result.is_ok());
+    let names: Vec<_> = trace.steps().iter().map(|s| s.name).collect();
+    assert!(names.contains(&"delegation"), "{names:?}");
+    assert!(names.contains(&"actor"), "{names:?}");
+    assert!(names.contains(&"may_act"), "{names:?}");
+    let shown = trace.to_string();
+    assert!(shown.contains(r#"actor = {"#), "{shown}");
+
+    // The actor alone is refused by the provider's condition when it is someone else.
+    let other = subject("other", NOW + 600);
+    let refused = exchanger
+        .exchange_delegated(&user, Some(&other), "delegated", None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.stage(), "provider condition");
 }

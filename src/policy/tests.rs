@@ -39,12 +39,30 @@ fn an_idp_condition_reads_the_claims() {
 }
 
 #[test]
+fn a_provider_condition_reads_the_actor_as_a_map() {
+    let intermediate = claims(json!({"sub": "u1"}));
+    let actor = claims(json!({"sub": "svc-a", "iss": "https://idp-b"}));
+    let inputs = Inputs {
+        claims: Some(&intermediate),
+        actor: Some(&actor),
+        ..Inputs::default()
+    };
+    let source = r#"actor != null && actor.sub == "svc-a" && claims.sub == "u1""#;
+    assert_eq!(eval(source, Scope::Provider, &inputs), Ok(true));
+    assert_eq!(
+        eval(r#"actor.sub == "svc-b""#, Scope::Provider, &inputs),
+        Ok(false)
+    );
+}
+
+#[test]
 fn a_provider_condition_reads_idp_and_client_and_actor_is_null() {
     let intermediate = claims(json!({"sub": "u1", "groups": ["dev", "ops"]}));
     let inputs = Inputs {
         claims: Some(&intermediate),
         idp: Some("google"),
         client: Some("ci"),
+        actor: None,
         request: None,
     };
     let source = r#"idp == "google" && client == "ci" && actor == null && "ops" in claims.groups"#;
