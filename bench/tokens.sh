@@ -2,8 +2,9 @@
 # Load test of POST /tokens: cold (distinct subject tokens, RS256 → HS256) and warm (one
 # token, cache hit); then opaque subject tokens through RFC 7662 introspection against a local
 # endpoint (examples/introspection_endpoint.rs): i-cold (distinct tokens, one introspection
-# call per request) and i-warm (one token, cache hit). Reports req/s and baton's CPU µs per
-# request (the endpoint's own CPU is not counted; it runs on wrk's CPU).
+# call per request) and i-warm (one token, cache hit); and delegation, d-cold and d-warm (each
+# subject token with one actor token, for a provider with delegation = true). Reports req/s
+# and baton's CPU µs per request (the endpoint's own CPU is not counted; it runs on wrk's CPU).
 #
 #   bench/tokens.sh            # DURATION=5 CONNS=32 COUNT=120000 PIN_WRK=0 PIN_BATON=1
 #
@@ -38,6 +39,13 @@ cat >>"$WORK/baton.toml" <<TOML
 issuer = "https://opaque.bench"
 introspection = { url = "http://127.0.0.1:$IPORT/introspect" }
 mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
+
+[[token_providers]]
+service = "app-delegated"
+key = "sbk_bench"
+profile = "access_token"
+delegation = true
+mapping = { "sub.\$" = "\$.sub", "email.\$" = "\$.email", "roles.\$" = "\$.roles" }
 TOML
 
 taskset -c "$PIN_WRK" ./target/release/examples/introspection_endpoint "127.0.0.1:$IPORT" >"$WORK/introspection.log" &
@@ -49,16 +57,16 @@ trap 'kill $BATON $INTROSPECTION 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/.well-known/jwks.json" && break; sleep 0.1; done
 
 ticks() { awk '{print $14 + $15}' "/proc/$BATON/stat"; }
-run() { # run NAME TOKENS_FILE
+run() { # run NAME TOKENS_FILE [AUDIENCE ACTOR_TOKEN]
   local before after requests
   before=$(ticks)
-  TOKENS_FILE=$2 taskset -c "$PIN_WRK" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/tokens.lua \
+  AUDIENCE=${3:-app} ACTOR_TOKEN=${4:-} TOKENS_FILE=$2 taskset -c "$PIN_WRK" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/tokens.lua \
     "http://127.0.0.1:$PORT" >"$WORK/$1.txt"
   after=$(ticks)
   requests=$(awk '/requests in/ {print $1}' "$WORK/$1.txt")
   awk -v name="$1" -v req="$requests" -v ticks="$((after - before))" -v hz="$(getconf CLK_TCK)" \
     '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$4}
-     END {printf "%-6s %10.0f req/s  p50 %-8s p99 %-8s  baton CPU %6.1f us/req  non-2xx %d\n", name, rps, p50, p99, ticks * 1e6 / hz / req, bad}' \
+     END {printf "%-7s %10.0f req/s  p50 %-8s p99 %-8s  baton CPU %6.1f us/req  non-2xx %d\n", name, rps, p50, p99, ticks * 1e6 / hz / req, bad}' \
     "$WORK/$1.txt"
 }
 echo "# $(date -Is) POST /tokens, wrk -t1 -c$CONNS -d${DURATION}s, baton 1 thread on CPU $PIN_BATON, wrk on CPU $PIN_WRK"
@@ -66,6 +74,11 @@ run warmup "$WORK/one.txt" >/dev/null
 run warm "$WORK/one.txt"
 run cold "$WORK/tokens.txt"
 grep -h "tokens used" "$WORK/cold.txt"
+# Delegation: each subject token with one actor token (another token of the same IdP), for
+# a provider with delegation = true: d-cold verifies two tokens per request, d-warm is a hit.
+actor=$(tail -n1 "$WORK/tokens.txt")
+run d-warm "$WORK/one.txt" app-delegated "$actor"
+run d-cold "$WORK/tokens.txt" app-delegated "$actor"
 run i-warm "$WORK/opaque-one.txt"
 run i-cold "$WORK/opaque.txt"
 grep -h "tokens used" "$WORK/i-cold.txt"
