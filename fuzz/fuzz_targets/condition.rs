@@ -48,6 +48,8 @@ fuzz_target!(|data: &[u8]| {
         claims: Some(&claims),
         idp: Some("google"),
         client: Some("ci"),
+        // The same claims as the actor's: a delegated exchange's provider condition reads both.
+        actor: (scope == Scope::Provider).then_some(&claims),
         request: (scope == Scope::Route).then_some(&request),
     };
     let _ = condition.evaluate(&inputs);
