@@ -70,7 +70,7 @@ fn check_parse(token: &str) {
 fn exchange(token: &str, service: &str, signature: Option<&str>) {
     let fixture = fixture();
     let exchanger = fixture.exchanger();
-    let (explained, trace) = fixture.block_on(exchanger.explain(token, service));
+    let (explained, trace) = fixture.block_on(exchanger.explain(token, service, None));
     let views = token_views(token);
     for step in trace.steps() {
         assert_no_secret("a trace step", &step.detail, &views);
@@ -103,12 +103,12 @@ fn exchange(token: &str, service: &str, signature: Option<&str>) {
             // A token minted from this input would be served from the cache next time.
             fixture.forget_minted();
         }
-        (Err(_), Err(_) | Ok(Authorized::Own)) => {}
+        (Err(_), Err(_) | Ok(Authorized::Own(_))) => {}
         (Ok(_), Err(e)) => panic!("explain minted a token that authorize refused: {e}"),
         (Err(e), Ok(Authorized::Exchanged(_))) => {
             panic!("authorize exchanged a token that explain refused: {e}")
         }
-        (Ok(_), Ok(Authorized::Own)) => panic!("a subject token was taken for baton's own"),
+        (Ok(_), Ok(Authorized::Own(_))) => panic!("a subject token was taken for baton's own"),
     }
 }
 
@@ -136,7 +136,7 @@ fn check_minted(token: &str, expires_at: u64, service: &str, subject_exp: Option
         let fixture = fixture();
         let own = fixture.block_on(fixture.exchanger().authorize(token, service));
         assert!(
-            matches!(own, Ok(Authorized::Own)),
+            matches!(own, Ok(Authorized::Own(_))),
             "a minted token is not accepted as baton's own: {own:?}"
         );
     }
