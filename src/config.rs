@@ -7,6 +7,7 @@
 mod admin;
 mod conditions;
 mod duration;
+mod forward_auth;
 mod idps;
 mod keys;
 mod providers;
@@ -27,6 +28,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use admin::{AdminConfig, DEFAULT_ADMIN_LISTEN};
 pub use duration::parse_duration;
+pub use forward_auth::{DEFAULT_FORWARD_AUTH_LISTEN, ForwardAuthConfig, OriginalRequest};
 pub use providers::valid_service;
 pub use proxy::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -36,7 +38,10 @@ pub use server::{
     DEFAULT_AUDIENCE_BASE, DEFAULT_ISSUER, DEFAULT_JWKS_PATH, DEFAULT_METADATA_PATH,
     DEFAULT_TOKENS_PATH, LogFormat, ServerConfig,
 };
-use spec::{AdminSpec, DurationSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec, TokenProviderSpec};
+use spec::{
+    AdminSpec, DurationSpec, ForwardAuthSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec,
+    TokenProviderSpec,
+};
 
 use crate::idp::IdentityProvider;
 use crate::mapping::ClaimMapper;
@@ -50,6 +55,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[proxy]`.
     pub proxy: ProxyConfig,
+    /// `[forward_auth]`, when set.
+    pub forward_auth: Option<ForwardAuthConfig>,
     /// `[admin]`.
     pub admin: AdminConfig,
     /// `[[keys]]`.
@@ -214,6 +221,7 @@ impl Loader<'_> {
         }
         let mut server = ServerSpec::default();
         let mut proxy = ProxySpec::default();
+        let mut forward_auth: Option<ForwardAuthSpec> = None;
         let mut admin = AdminSpec::default();
         let (mut keys, mut idps, mut providers) = (Vec::new(), Vec::new(), Vec::new());
         for (key, value) in root.into_inner() {
@@ -221,6 +229,9 @@ impl Loader<'_> {
             match name.as_str() {
                 "server" => server = self.section(value, &name).unwrap_or_default(),
                 "proxy" => proxy = self.section(value, &name).unwrap_or_default(),
+                "forward_auth" => {
+                    forward_auth = Some(self.section(value, &name).unwrap_or_default());
+                }
                 "admin" => admin = self.section(value, &name).unwrap_or_default(),
                 "keys" => keys = self.array::<KeySpec>(value, &name),
                 "idps" => idps = self.array::<IdpSpec>(value, &name),
@@ -228,7 +239,8 @@ impl Loader<'_> {
                 _ => self.error_at(
                     Some(key.span()),
                     name.clone(),
-                    "unknown section; expected server, proxy, admin, keys, idps or token_providers"
+                    "unknown section; expected server, proxy, forward_auth, admin, keys, idps or \
+                     token_providers"
                         .to_owned(),
                 ),
             }
@@ -264,11 +276,13 @@ impl Loader<'_> {
             "token_providers",
             "service",
         );
-        let proxy = self.proxy(proxy, &providers);
+        let forward_auth = forward_auth.map(|spec| self.forward_auth(spec));
+        let proxy = self.proxy(proxy, &providers, forward_auth.is_some());
         let admin = self.admin(admin);
         Config {
             server,
             proxy,
+            forward_auth,
             admin,
             keys,
             idps: idps.into_iter().map(|(idp, _)| idp).collect(),

@@ -136,12 +136,14 @@ impl Control {
             Err(errors) => return rejected(&errors),
         };
         let old = self.gateway.exchanger().config();
+        let forward_auth_listen = |config: &Config| config.forward_auth.as_ref().map(|f| f.listen);
         if (old.proxy.listen, old.admin.listen, old.proxy.threads)
             != (
                 config.proxy.listen,
                 config.admin.listen,
                 config.proxy.threads,
             )
+            || forward_auth_listen(&old) != forward_auth_listen(&config)
             || old.admin.state_file != config.admin.state_file
             || old.admin.master_key != config.admin.master_key
         {
@@ -149,12 +151,20 @@ impl Control {
                 "listen addresses, threads, the state file and its master key change only at restart"
             );
         }
-        if old.proxy.tls.is_some() != config.proxy.tls.is_some() {
+        let forward_auth_tls = |config: &Config| {
+            config
+                .forward_auth
+                .as_ref()
+                .is_some_and(|f| f.tls.is_some())
+        };
+        if old.proxy.tls.is_some() != config.proxy.tls.is_some()
+            || forward_auth_tls(&old) != forward_auth_tls(&config)
+        {
             // The listener speaks TLS or cleartext from its start; new certificate paths are
             // followed without a restart (`tls::ServerTls::watch`), turning TLS on or off is not.
             tracing::warn!(
-                "turning [proxy] tls on or off changes only at restart; the listener keeps \
-                 speaking what it spoke at start"
+                "turning [proxy] or [forward_auth] tls on or off changes only at restart; a \
+                 listener keeps speaking what it spoke at start"
             );
         }
         let upstream = match Gateway::prepare(&config) {

@@ -198,6 +198,16 @@ pub enum RequestRefused {
     /// An HTTP/1 request head still incomplete `[proxy] header_timeout` after its first byte.
     #[error("the request head took too long")]
     HeadTimedOut,
+    /// A forward-auth check request without the original request's method and URI where
+    /// `[forward_auth] original_request` says they are, or with ones that do not parse.
+    #[error("the check request names no valid original request")]
+    NoOriginalRequest,
+    /// A forward-auth check request naming its original method or URI more than once.
+    #[error("the check request names its original request more than once")]
+    SeveralOriginalRequests,
+    /// A forward-auth check request (`request-line`) whose path is not under `path_prefix`.
+    #[error("the check request's path is not under forward_auth.path_prefix")]
+    OutsidePathPrefix,
 }
 
 /// The answer to a refused request: status, OAuth error code (RFC 6750 §3.1), fixed wording.
@@ -237,6 +247,21 @@ pub fn request_rejection(refused: &RequestRefused) -> Rejection {
             408,
             "invalid_request",
             "the request head did not arrive in time",
+        ),
+        RequestRefused::NoOriginalRequest => (
+            400,
+            "invalid_request",
+            "the check request names no valid original method and URI",
+        ),
+        RequestRefused::SeveralOriginalRequests => (
+            400,
+            "invalid_request",
+            "the check request names its original method or URI more than once",
+        ),
+        RequestRefused::OutsidePathPrefix => (
+            400,
+            "invalid_request",
+            "the check request's path is not under the configured prefix",
         ),
     };
     Rejection {

@@ -29,6 +29,7 @@ pub struct Metrics {
     exchanges: Family<ExchangeLabels, Counter>,
     exchange_seconds: Family<SurfaceLabels, Histogram, fn() -> Histogram>,
     proxied: Family<StatusLabels, Counter>,
+    forward_auth: Family<StatusLabels, Counter>,
     upstream_seconds: Histogram,
     reloads: Family<ReloadLabels, Counter>,
     /// The per-request series, resolved once: a `Family` lookup hashes its labels with
@@ -41,8 +42,10 @@ pub struct Metrics {
 struct HotSeries {
     /// `proxied` by status − 100 (100–599).
     proxied: Box<[OnceLock<Counter>]>,
-    /// `exchange_seconds` by surface: `proxy`, `tokens`.
-    exchange_seconds: [OnceLock<Histogram>; 2],
+    /// `forward_auth` by status − 100 (100–599).
+    forward_auth: Box<[OnceLock<Counter>]>,
+    /// `exchange_seconds` by surface: `proxy`, `tokens`, `forward_auth`.
+    exchange_seconds: [OnceLock<Histogram>; 3],
     /// `exchanges` by its labels.
     exchanges: RwLock<HashMap<ExchangeLabels, Counter, FxBuildHasher>>,
 }
@@ -100,6 +103,18 @@ impl Equivalent<ExchangeLabels> for ExchangeLabelsRef<'_> {
     }
 }
 
+/// Counts one response with `status` in `family`, through its resolved handle in `hot`.
+fn count_status(family: &Family<StatusLabels, Counter>, hot: &[OnceLock<Counter>], status: u16) {
+    let series = || family.get_or_create(&StatusLabels { status }).clone();
+    match status
+        .checked_sub(100)
+        .and_then(|i| hot.get(usize::from(i)))
+    {
+        Some(slot) => slot.get_or_init(series).inc(),
+        None => series().inc(),
+    };
+}
+
 /// Reads the exchanger's counters at scrape time.
 #[derive(Debug)]
 struct ExchangerCollector(Arc<Exchanger>);
@@ -129,6 +144,13 @@ impl Metrics {
             "Requests on the proxy listener by response status",
             proxied.clone(),
         );
+        let forward_auth = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "forward_auth_requests",
+            "Check requests on the forward-auth listener by response status (HTTP; an Envoy \
+             gRPC check by the HTTP status its answer stands for)",
+            forward_auth.clone(),
+        );
         let upstream_seconds = latency_histogram();
         registry.register(
             "upstream_duration_seconds",
@@ -148,10 +170,12 @@ impl Metrics {
             exchanges,
             exchange_seconds,
             proxied,
+            forward_auth,
             upstream_seconds,
             reloads,
             hot: HotSeries {
                 proxied: (100..600).map(|_| OnceLock::new()).collect(),
+                forward_auth: (100..600).map(|_| OnceLock::new()).collect(),
                 ..HotSeries::default()
             },
         }
@@ -196,6 +220,7 @@ impl Metrics {
         let histogram = match surface {
             "proxy" => Some(&self.hot.exchange_seconds[0]),
             "tokens" => Some(&self.hot.exchange_seconds[1]),
+            "forward_auth" => Some(&self.hot.exchange_seconds[2]),
             _ => None,
         };
         let observe = |h: &Histogram| h.observe(latency.as_secs_f64());
@@ -215,14 +240,12 @@ impl Metrics {
 
     /// Records one response of the proxy listener.
     pub fn proxied(&self, status: u16) {
-        let family = || self.proxied.get_or_create(&StatusLabels { status }).clone();
-        match status
-            .checked_sub(100)
-            .and_then(|i| self.hot.proxied.get(usize::from(i)))
-        {
-            Some(slot) => slot.get_or_init(family).inc(),
-            None => family().inc(),
-        };
+        count_status(&self.proxied, &self.hot.proxied, status);
+    }
+
+    /// Records one answer of the forward-auth listener.
+    pub fn forward_auth_checked(&self, status: u16) {
+        count_status(&self.forward_auth, &self.hot.forward_auth, status);
     }
 
     /// Records one upstream round trip.

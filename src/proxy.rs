@@ -39,9 +39,11 @@ use crate::exchange::Exchanger;
 use crate::metrics::Metrics;
 use crate::published;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
+use crate::telemetry::Surface;
 
 mod auth;
 mod forward;
+mod forward_auth;
 mod grpc;
 mod policy;
 mod upstream;
@@ -222,11 +224,18 @@ impl Gateway {
 
         // Before anything reads the headers: the app gets these names from baton only.
         policy::strip_claim_headers(&mut parts.headers, &config.proxy.claim_header_names);
-        let admitted =
-            match auth::authorize(&self.exchanger, &self.metrics, &config, &mut parts).await {
-                Ok(admitted) => admitted,
-                Err(refusal) => return refusal.answer(caller),
-            };
+        let admitted = match auth::authorize(
+            &self.exchanger,
+            &self.metrics,
+            Surface::Proxy,
+            &config,
+            &mut parts,
+        )
+        .await
+        {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal.answer(caller),
+        };
         let upstream = self.upstream.load();
         let Some(target) = upstream.target() else {
             return Refusal::upstream(UpstreamFailure::NotConfigured).answer(caller);

@@ -34,7 +34,7 @@ use crate::control::{Control, Loaded};
 use crate::errors::RequestRefused;
 use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::proxy::{Downstream, Gateway, Scheme};
-use crate::tls::{CertificatePair, ServerTls};
+use crate::tls::{CertificatePair, ServerTls, TlsFiles};
 
 mod connection;
 pub mod head_scan;
@@ -48,13 +48,23 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// The largest HTTP/1 request head baton reads (Envoy's default is 60 KiB, nginx's 32 KiB).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// The gateway and what serves its listener.
+/// The gateway and what serves one of its listeners.
 #[derive(Clone)]
 pub struct App {
     gateway: Arc<Gateway>,
     connections: Arc<auto::Builder<TokioExecutor>>,
-    /// `[proxy] tls` as it was at start: the listener then speaks TLS only.
+    /// The listener's `tls` as it was at start: the listener then speaks TLS only.
     tls: Option<Arc<ServerTls>>,
+    role: Role,
+}
+
+/// What a listener does with the requests it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `[proxy]`: exchange and forward to the upstream.
+    Proxy,
+    /// `[forward_auth]`: decide for a front proxy, never forward.
+    ForwardAuth,
 }
 
 /// Building the app failed.
@@ -64,9 +74,14 @@ pub enum StartError {
     /// The JWKS client could not be built.
     #[error(transparent)]
     Jwks(#[from] crate::idp::jwks::JwksError),
-    /// The TLS certificate pair cannot be served.
-    #[error("proxy.tls.{field}: {0}", field = .0.file().config_field())]
-    TlsPair(#[from] crate::tls::PairError),
+    /// The TLS certificate pair of a listener (`proxy`, `forward_auth`) cannot be served.
+    #[error("{listener}.tls.{field}: {error}", field = .error.file().config_field())]
+    TlsPair {
+        /// The listener's config section.
+        listener: &'static str,
+        /// What is wrong with the pair.
+        error: crate::tls::PairError,
+    },
     /// rustls refused the TLS settings.
     #[error("TLS cannot be set up: {0}")]
     TlsSettings(#[from] rustls::Error),
@@ -88,10 +103,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// Builds the exchanger and the gateway for `config`.
     pub fn new(config: Config, options: ExchangerOptions) -> Result<Self, StartError> {
-        let tls = match &config.proxy.tls {
-            Some(files) => Some(Arc::new(ServerTls::new(&CertificatePair::load(files)?)?)),
-            None => None,
-        };
+        let tls = server_tls(config.proxy.tls.as_ref(), "proxy")?;
         let exchanger = Arc::new(Exchanger::new(config, options)?);
         let gateway = Arc::new(Gateway::new(exchanger)?);
         let mut connections = auto::Builder::new(TokioExecutor::new());
@@ -102,10 +114,28 @@ impl App {
             gateway,
             connections: Arc::new(connections),
             tls,
+            role: Role::Proxy,
         })
     }
 
-    /// The listener's TLS, when `[proxy] tls` was set at start.
+    /// The app of the forward-auth listener, over the same gateway (exchanger, cache,
+    /// metrics) as `self`'s, with `[forward_auth] tls` when set.
+    pub fn forward_auth(&self) -> Result<Self, StartError> {
+        let config = self.gateway.exchanger().config();
+        let files = config.forward_auth.as_ref().and_then(|f| f.tls.as_ref());
+        Ok(Self {
+            tls: server_tls(files, "forward_auth")?,
+            role: Role::ForwardAuth,
+            ..self.clone()
+        })
+    }
+
+    /// What the listener does.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The listener's TLS, when its `tls` was set at start.
     pub fn tls(&self) -> Option<&Arc<ServerTls>> {
         self.tls.as_ref()
     }
@@ -165,6 +195,19 @@ impl App {
     }
 }
 
+/// The TLS of a listener whose config section (`listener`) names `files`.
+fn server_tls(
+    files: Option<&crate::tls::TlsFiles>,
+    listener: &'static str,
+) -> Result<Option<Arc<ServerTls>>, StartError> {
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let pair =
+        CertificatePair::load(files).map_err(|error| StartError::TlsPair { listener, error })?;
+    Ok(Some(Arc::new(ServerTls::new(&pair)?)))
+}
+
 impl App {
     /// Serves one accepted connection in a task of its own, where the TLS handshake (if
     /// any) runs too: a slow or silent client never holds up the accept loop. The connection
@@ -221,6 +264,7 @@ impl App {
         let activity = Activity::new();
         let io = TokioIo::new(ClientIo::new(io, Arc::clone(&activity), header_timeout));
         let gateway = Arc::clone(&self.gateway);
+        let role = self.role;
         let service = hyper::service::service_fn({
             let activity = Arc::clone(&activity);
             move |request: http::Request<hyper::body::Incoming>| {
@@ -228,14 +272,14 @@ impl App {
                 let gateway = Arc::clone(&gateway);
                 let activity = Arc::clone(&activity);
                 async move {
+                    let refuse = |refused: RequestRefused| match role {
+                        Role::Proxy => gateway.refuse(&refused),
+                        Role::ForwardAuth => gateway.refuse_check(&refused),
+                    };
                     let response = match activity.take_smuggling() {
-                        Some(Smuggling::BothLengths) => {
-                            gateway.refuse(&RequestRefused::AmbiguousLength)
-                        }
-                        Some(Smuggling::BareLineFeed) => {
-                            gateway.refuse(&RequestRefused::BareLineFeed)
-                        }
-                        Some(Smuggling::TooLarge) => gateway.refuse(&RequestRefused::HeadTooLarge),
+                        Some(Smuggling::BothLengths) => refuse(RequestRefused::AmbiguousLength),
+                        Some(Smuggling::BareLineFeed) => refuse(RequestRefused::BareLineFeed),
+                        Some(Smuggling::TooLarge) => refuse(RequestRefused::HeadTooLarge),
                         None => {
                             // A refusal of a request whose body was not read closes the
                             // connection: hyper would read the rest of the body after the
@@ -243,7 +287,10 @@ impl App {
                             // close there too).
                             let unread_body = request.version() < Version::HTTP_2
                                 && !request.body().is_end_stream();
-                            let mut response = gateway.handle(request, downstream).await;
+                            let mut response = match role {
+                                Role::Proxy => gateway.handle(request, downstream).await,
+                                Role::ForwardAuth => gateway.check(request).await,
+                            };
                             if unread_body && response.status().as_u16() >= 400 {
                                 response
                                     .headers_mut()
@@ -337,15 +384,23 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
         }
     }
     let listen = config.proxy.listen;
+    let forward_auth_listen = config.forward_auth.as_ref().map(|f| f.listen);
     let admin_listen = config.admin.listen;
     let watch_config = config.server.watch_config;
     let app = App::new(config, ExchangerOptions::default()).map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let admin_listener = TcpListener::bind(admin_listen)
-        .await
-        .map_err(|e| format!("cannot listen on {admin_listen} (admin): {e}"))?;
+    let forward_auth_app = match forward_auth_listen {
+        Some(_) => Some(app.forward_auth().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let listener = match listen {
+        Some(addr) => Some(bind(addr, "").await?),
+        None => None,
+    };
+    let forward_auth_listener = match forward_auth_listen {
+        Some(addr) => Some(bind(addr, " (forward-auth)").await?),
+        None => None,
+    };
+    let admin_listener = bind(admin_listen, " (admin)").await?;
     let gateway = Arc::clone(app.gateway());
     let control = Arc::new(Control::new(Arc::clone(&gateway), config_path, sources));
     let admin = Arc::new(AdminState::new(Arc::clone(&control)));
@@ -354,27 +409,48 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
         let exchanger = Arc::clone(gateway.exchanger());
         async move { exchanger.prefetch_keys().await }
     });
-    tracing::info!(%listen, admin = %admin_listen, "baton is serving");
+    tracing::info!(
+        proxy = %DisplayListen(listen),
+        forward_auth = %DisplayListen(forward_auth_listen),
+        admin = %admin_listen,
+        "baton is serving"
+    );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&control))));
-    let tls_watcher = app
-        .tls()
-        .map(|tls| tokio::spawn(watch_tls_files(Arc::clone(tls), &gateway)));
+    let tls_watchers = [
+        app.tls()
+            .map(|tls| tokio::spawn(watch_tls_files(Arc::clone(tls), &gateway, proxy_tls))),
+        forward_auth_app
+            .as_ref()
+            .and_then(App::tls)
+            .map(|tls| tokio::spawn(watch_tls_files(Arc::clone(tls), &gateway, forward_auth_tls))),
+    ];
     let signals = tokio::spawn(handle_signals(Arc::clone(&control), shutdown_tx));
     let mut drain = shutdown_rx.clone();
-    let serving = app.serve(listener, shutdown_rx);
+    let serve = |app: Option<&App>, listener: Option<TcpListener>| {
+        let app = app.cloned();
+        let shutdown = shutdown_rx.clone();
+        async move {
+            if let (Some(app), Some(listener)) = (app, listener) {
+                app.serve(listener, shutdown).await;
+            }
+        }
+    };
+    let proxy_serving = serve(Some(&app), listener);
+    let forward_auth_serving = serve(forward_auth_app.as_ref(), forward_auth_listener);
+    let serving = async { tokio::join!(proxy_serving, forward_auth_serving) };
     tokio::pin!(serving);
     // Readiness turns 503 as soon as draining starts, so load balancers stop sending.
     tokio::select! {
-        () = &mut serving => {}
+        _ = &mut serving => {}
         _ = drain.wait_for(|stop| *stop) => {
             admin.start_draining();
             serving.await;
         }
     }
     signals.abort();
-    for watcher in [watcher, tls_watcher].into_iter().flatten() {
+    for watcher in tls_watchers.into_iter().chain([watcher]).flatten() {
         watcher.abort();
     }
     admin_task.abort();
@@ -401,15 +477,45 @@ async fn watch_file(control: Arc<Control>) {
     }
 }
 
-/// Follows the certificate files of the running config's `[proxy] tls` (a reload may point
-/// elsewhere; one that drops `tls` keeps the last files, as the listener stays TLS until a
-/// restart).
+/// Binds a listener; `what` names it in the error (` (admin)`).
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}{what}: {e}"))
+}
+
+/// A listener's address in the start line, `off` when it does not run.
+struct DisplayListen(Option<SocketAddr>);
+
+impl std::fmt::Display for DisplayListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// `[proxy] tls` of a config.
+fn proxy_tls(config: &Config) -> Option<TlsFiles> {
+    config.proxy.tls.clone()
+}
+
+/// `[forward_auth] tls` of a config.
+fn forward_auth_tls(config: &Config) -> Option<TlsFiles> {
+    config.forward_auth.as_ref().and_then(|f| f.tls.clone())
+}
+
+/// Follows the certificate files of a listener's `tls` in the running config, which `files`
+/// reads (a reload may point elsewhere; one that drops `tls` keeps the last files, as the
+/// listener stays TLS until a restart).
 fn watch_tls_files(
     tls: Arc<ServerTls>,
     gateway: &Arc<Gateway>,
+    files: fn(&Config) -> Option<TlsFiles>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let gateway = Arc::clone(gateway);
-    let files = move || gateway.exchanger().config().proxy.tls.clone();
+    let files = move || files(&gateway.exchanger().config());
     let initial = files();
     async move {
         // `App::new` built TLS from this config, so it names the files.

@@ -572,17 +572,24 @@ impl fmt::Debug for IdpRequest {
     }
 }
 
-/// Refuses a `jwksUrl` that reaches baton's own proxy or admin listener: baton would trust
+/// Refuses a `jwksUrl` that reaches one of baton's own listeners (proxy, forward-auth, admin): baton would trust
 /// its own published keys (every token it mints would pass as this IdP's), or read the admin
 /// API as a key set. An unparsable URL is left to config validation, which names it.
 fn refuse_own_listener(jwks_url: &str, config: &Config) -> Result<(), AdminError> {
     let Ok(url) = url::Url::parse(jwks_url) else {
         return Ok(());
     };
-    let listeners = [
+    let listeners: Vec<(&str, std::net::SocketAddr)> = [
         ("proxy", config.proxy.listen),
-        ("admin", config.admin.listen),
-    ];
+        (
+            "forward-auth",
+            config.forward_auth.as_ref().map(|f| f.listen),
+        ),
+        ("admin", Some(config.admin.listen)),
+    ]
+    .into_iter()
+    .filter_map(|(name, addr)| Some((name, addr?)))
+    .collect();
     match own_listener(&url, &listeners) {
         Some((name, addr)) => Err(AdminError::Invalid(format!(
             "jwksUrl points at baton's own {name} listener ({addr}); an IdP's keys must come \

@@ -27,6 +27,8 @@ pub enum Surface {
     Tokens,
     /// A proxied request.
     Proxy,
+    /// A front proxy's check on the forward-auth listener (HTTP or Envoy's gRPC ext_authz).
+    ForwardAuth,
 }
 
 impl Surface {
@@ -34,12 +36,14 @@ impl Surface {
         match self {
             Self::Tokens => "tokens",
             Self::Proxy => "proxy",
+            Self::ForwardAuth => "forward_auth",
         }
     }
 }
 
-/// Records a successful exchange: a metric and a log line. A proxied cache hit is the steady state of every
-/// request, so it logs at `debug`; everything else at `info`.
+/// Records a successful exchange: a metric and a log line. A cache hit of a proxied request
+/// or a forward-auth check is the steady state of every request, so it logs at `debug`;
+/// everything else at `info`.
 pub fn exchange_ok(
     metrics: &Metrics,
     surface: Surface,
@@ -50,7 +54,7 @@ pub fn exchange_ok(
 ) {
     metrics.exchange(surface.as_str(), "ok", idp, service, latency);
     let latency_us = micros(latency);
-    if surface == Surface::Proxy && cached {
+    if surface != Surface::Tokens && cached {
         tracing::debug!(target: "baton::exchange", outcome = "ok", surface = surface.as_str(), idp, service, cached, latency_us);
     } else {
         tracing::info!(target: "baton::exchange", outcome = "ok", surface = surface.as_str(), idp, service, cached, latency_us);

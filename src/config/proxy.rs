@@ -64,8 +64,9 @@ pub struct Route {
 /// `[proxy]`.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The listener.
-    pub listen: SocketAddr,
+    /// The listener; `None` when `[forward_auth]` is set and `[proxy]` sets neither `listen`
+    /// nor `upstream` (baton then only decides for a front proxy; the routing keys still apply).
+    pub listen: Option<SocketAddr>,
     /// `host:port` of the application.
     pub upstream: Option<String>,
     /// The service whose provider mints tokens for proxied requests (and `/tokens`' default).
@@ -110,7 +111,10 @@ impl Loader<'_> {
         &mut self,
         spec: ProxySpec,
         providers: &[Arc<TokenProvider>],
+        forward_auth: bool,
     ) -> ProxyConfig {
+        // Without `[forward_auth]` the listener always runs (it may serve `/tokens` alone).
+        let listener = !forward_auth || spec.listen.is_some() || spec.upstream.is_some();
         let check_service = |loader: &mut Self, service: &str, path: &str| {
             if !providers.iter().any(|p| p.service == service) {
                 loader.error(
@@ -271,7 +275,9 @@ impl Loader<'_> {
             }
         }
         ProxyConfig {
-            listen: self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen"),
+            listen: listener.then(|| {
+                self.socket_addr(spec.listen.as_deref(), DEFAULT_PROXY_LISTEN, "proxy.listen")
+            }),
             upstream: spec.upstream,
             service: spec.service,
             on_missing,

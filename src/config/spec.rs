@@ -73,7 +73,18 @@ pub struct ProxySpec {
     pub routes: Vec<RouteSpec>,
 }
 
-/// `[proxy] tls`: PEM files, relative to the config file.
+/// `[forward_auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSpec {
+    pub listen: Option<String>,
+    /// `x-forwarded`, `x-original` or `request-line`.
+    pub original_request: Option<String>,
+    pub path_prefix: Option<String>,
+    pub tls: Option<TlsSpec>,
+}
+
+/// `[proxy] tls` or `[forward_auth] tls`: PEM files, relative to the config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {

@@ -62,6 +62,7 @@ pub(super) fn normalize_target(parts: &mut Parts) -> Result<(), RequestRefused> 
 pub(super) async fn authorize(
     exchanger: &Exchanger,
     metrics: &Metrics,
+    surface: telemetry::Surface,
     config: &Config,
     parts: &mut Parts,
 ) -> Result<Admitted, Refusal> {
@@ -82,6 +83,7 @@ pub(super) async fn authorize(
             {
                 return Err(denial(
                     metrics,
+                    surface,
                     denied,
                     service.unwrap_or("-"),
                     Instant::now(),
@@ -99,13 +101,7 @@ pub(super) async fn authorize(
     let authorized = match exchanger.authorize(token, service).await {
         Ok(authorized) => authorized,
         Err(e) => {
-            telemetry::exchange_refused(
-                metrics,
-                telemetry::Surface::Proxy,
-                &e,
-                service,
-                started.elapsed(),
-            );
+            telemetry::exchange_refused(metrics, surface, &e, service, started.elapsed());
             return Err(exchange_refusal(&e));
         }
     };
@@ -130,7 +126,7 @@ pub(super) async fn authorize(
             }),
         };
         if let Err(denied) = checked {
-            return Err(denial(metrics, denied, service, started));
+            return Err(denial(metrics, surface, denied, service, started));
         }
     }
     let claim_headers = table.zip(payload).map(|(table, payload)| {
@@ -152,7 +148,7 @@ pub(super) async fn authorize(
         Authorized::Exchanged(exchanged) => {
             telemetry::exchange_ok(
                 metrics,
-                telemetry::Surface::Proxy,
+                surface,
                 &exchanged.minted.idp,
                 service,
                 exchanged.cached,
@@ -184,15 +180,15 @@ pub(super) async fn authorize(
 }
 
 /// A route condition's refusal: counted and logged as `denied` with its stage, answered 403.
-fn denial(metrics: &Metrics, denied: Denied, service: &str, started: Instant) -> Refusal {
+fn denial(
+    metrics: &Metrics,
+    surface: telemetry::Surface,
+    denied: Denied,
+    service: &str,
+    started: Instant,
+) -> Refusal {
     let error = ExchangeError::Denied(denied);
-    telemetry::exchange_refused(
-        metrics,
-        telemetry::Surface::Proxy,
-        &error,
-        service,
-        started.elapsed(),
-    );
+    telemetry::exchange_refused(metrics, surface, &error, service, started.elapsed());
     exchange_refusal(&error)
 }
 
