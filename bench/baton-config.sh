@@ -8,6 +8,8 @@
 # public key in KEY_FILE); the provider `app`. Both mappings copy each CLAIM.
 # With BATON_POLICY=1: one route condition over every path (the method and `act.sub`) and
 # two claim headers (`act.sub`, `act.role`): the issue 10 policy on the cache-hit path.
+# With BATON_FORWARD_AUTH=ADDR: a forward-auth listener on ADDR reading nginx's
+# `X-Original-*` headers; LISTEN and UPSTREAM empty then leave the proxy listener off.
 bench_config() {
   local file=$1 listen=$2 upstream=$3 threads=$4 issuer=$5 audience=$6 key_file=$7
   shift 7
@@ -27,9 +29,15 @@ condition = 'request.method == "GET" && claims.act.sub == "user-1234"'
 POLICY
 )
   fi
+  local forward_auth=""
+  if [[ -n ${BATON_FORWARD_AUTH:-} ]]; then
+    forward_auth=$(printf '[forward_auth]\nlisten = "%s"\noriginal_request = "x-original"\n' "$BATON_FORWARD_AUTH")
+  fi
   cat >"$file" <<TOML
+$forward_auth
+
 [proxy]
-listen = "$listen"
+${listen:+listen = \"$listen\"}
 ${upstream:+upstream = \"$upstream\"}
 service = "app"
 threads = $threads
