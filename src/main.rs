@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the sidecar: the proxy, `POST /tokens`, the published keys, the admin listener.
+    /// Run the sidecar: the proxy, forward-auth, `POST /tokens`, the published keys, the admin
+    /// listener.
     Serve {
         /// The TOML config file (reloaded on SIGHUP).
         #[arg(long, short)]
@@ -219,6 +220,27 @@ fn check(path: &std::path::Path) -> ExitCode {
                 eprintln!("warning: {warning}");
             }
             println!("{}: ok", path.display());
+            match config.proxy.listen {
+                Some(listen) => println!("  proxy: {listen}"),
+                None => println!("  proxy: off (forward-auth only)"),
+            }
+            if let Some(forward_auth) = &config.forward_auth {
+                let prefix = forward_auth
+                    .path_prefix
+                    .as_deref()
+                    .map(|prefix| format!(", path_prefix {prefix}"))
+                    .unwrap_or_default();
+                println!(
+                    "  forward-auth: {} (original request: {}{prefix}{})",
+                    forward_auth.listen,
+                    forward_auth.original_request.as_str(),
+                    if forward_auth.tls.is_some() {
+                        ", tls"
+                    } else {
+                        ""
+                    }
+                );
+            }
             if let Some(tls) = &config.proxy.tls {
                 // Loading the config checked the pair: both files parse and the key matches.
                 println!(

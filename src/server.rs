@@ -37,6 +37,7 @@ use crate::proxy::{Downstream, Gateway, Scheme};
 use crate::tls::{CertificatePair, ServerTls, TlsFiles};
 
 mod connection;
+mod file_watch;
 pub mod head_scan;
 
 use connection::{Activity, ClientIo, TrackedBody};
@@ -417,7 +418,7 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let watcher = watch_config.then(|| tokio::spawn(watch_file(Arc::clone(&control))));
+    let watcher = watch_config.then(|| tokio::spawn(file_watch::config_file(Arc::clone(&control))));
     let tls_watchers = [
         app.tls()
             .map(|tls| tokio::spawn(watch_tls_files(Arc::clone(tls), &gateway, proxy_tls))),
@@ -456,25 +457,6 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
     admin_task.abort();
     tracing::info!("baton stopped");
     Ok(())
-}
-
-/// How often the config file is checked for changes.
-const WATCH_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Reloads when the config file's content changes (a ConfigMap update, an edit). Content,
-/// not mtime, is compared: Kubernetes swaps a symlink and keeps old mtimes.
-async fn watch_file(control: Arc<Control>) {
-    let path = control.config_path().to_owned();
-    let mut seen = std::fs::read(&path).ok();
-    loop {
-        tokio::time::sleep(WATCH_INTERVAL).await;
-        let current = std::fs::read(&path).ok();
-        if current.is_some() && current != seen {
-            tracing::info!(path = %path.display(), "the config file changed; reloading");
-            reload(&control).await;
-            seen = current;
-        }
-    }
 }
 
 /// Binds a listener; `what` names it in the error (` (admin)`).
@@ -525,7 +507,7 @@ fn watch_tls_files(
 }
 
 /// Reloads the config file off the runtime's threads (it reads files and may resolve DNS).
-async fn reload(control: &Arc<Control>) {
+pub(super) async fn reload(control: &Arc<Control>) {
     let control = Arc::clone(control);
     if let Err(e) = tokio::task::spawn_blocking(move || control.reload_file()).await {
         tracing::error!(error = %e, "the reload task failed");

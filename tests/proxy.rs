@@ -1788,7 +1788,7 @@ async fn reloads_under_load_fail_no_request_and_never_serve_old_claims() {
     let v2_seen = started.elapsed();
     tokio::time::sleep(Duration::from_millis(400)).await;
 
-    // Another change, with no signal: the file watch (every 2 s) picks it up.
+    // Another change, with no signal: the file watch picks it up.
     let generation = h.generation().await;
     let v3_written = started.elapsed();
     h.baton.write_config(&h.config(&Opts {

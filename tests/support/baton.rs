@@ -149,6 +149,7 @@ pub struct Launch<'a> {
     log_format: Option<&'a str>,
     ready_path: Option<&'a str>,
     cpus: Option<&'a str>,
+    config_file: Option<PathBuf>,
 }
 
 // === impl Baton ===
@@ -165,6 +166,7 @@ impl Baton {
             log_format: None,
             ready_path: None,
             cpus: None,
+            config_file: None,
         }
     }
 
@@ -240,11 +242,24 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Starts baton on this config file, laid out by the caller (a ConfigMap-style symlink,
+    /// say), instead of writing the config to `<dir>/baton.toml`.
+    pub fn config_file(mut self, path: PathBuf) -> Self {
+        self.config_file = Some(path);
+        self
+    }
+
     /// Starts the process and waits (up to [`STARTUP`]) until it is ready. Panics with its
     /// log if it exits first or never gets ready.
     pub async fn start(self) -> Baton {
-        let config_path = self.dir.join("baton.toml");
-        std::fs::write(&config_path, self.config).unwrap();
+        let config_path = match &self.config_file {
+            Some(path) => path.clone(),
+            None => {
+                let path = self.dir.join("baton.toml");
+                std::fs::write(&path, self.config).unwrap();
+                path
+            }
+        };
         let log = self.dir.join("baton.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut command = match self.cpus {
