@@ -25,6 +25,7 @@ pub mod errors;
 pub mod exchange;
 pub mod explain;
 pub mod idp;
+pub mod init;
 pub mod keygen;
 pub mod mapping;
 pub mod metrics;

@@ -67,6 +67,28 @@ enum Command {
         #[arg(long)]
         actor_token: Option<String>,
     },
+    /// Write a commented, working config for a well-known IdP, and a new signing key.
+    Init {
+        /// auth0, cognito, supabase, keycloak, google, firebase, github-actions, kubernetes
+        /// or generic-oidc.
+        #[arg(long)]
+        preset: String,
+        /// The IdP's issuer URL (cognito, keycloak, kubernetes, generic-oidc; supabase).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The audience its tokens carry (an API identifier, a client id, a project id).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The provider's domain (auth0: the tenant's; supabase: <ref>.supabase.co).
+        #[arg(long)]
+        domain: Option<String>,
+        /// The service baton mints tokens for (default: app).
+        #[arg(long)]
+        service: Option<String>,
+        /// Where to write the config; the key goes beside it as <name>-signing-key.pem.
+        #[arg(long, default_value = "baton.toml")]
+        out: PathBuf,
+    },
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -117,6 +139,23 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
         } => generate(&alg, out),
+        Command::Init {
+            preset,
+            issuer,
+            audience,
+            domain,
+            service,
+            out,
+        } => init(
+            &preset,
+            &baton::init::InitOptions {
+                issuer,
+                audience,
+                domain,
+                service,
+            },
+            &out,
+        ),
     }
 }
 
@@ -386,6 +425,90 @@ fn explain(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `baton init`: renders the preset (every flag checked before anything is written), writes
+/// a new ES256 key (mode 0600) and the config, never over existing files, and loads the result
+/// as `baton check` would.
+fn init(preset: &str, options: &baton::init::InitOptions, out: &std::path::Path) -> ExitCode {
+    let preset = match baton::init::Preset::parse(preset) {
+        Ok(preset) => preset,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stem = out.file_stem().map_or_else(
+        || "baton".into(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
+    let key_name = format!("{stem}-signing-key.pem");
+    let key_path = out.with_file_name(&key_name);
+    // ES256: small tokens, fast to sign and verify, supported by every JOSE library.
+    let algorithm = jsonwebtoken::Algorithm::ES256;
+    let key = match baton::keygen::generate(algorithm) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let entry = baton::init::KeyEntry {
+        id: key.id.clone(),
+        file: key_name,
+        algorithm,
+    };
+    let text = match baton::init::render(preset, options, &entry) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for path in [out, key_path.as_path()] {
+        if path.exists() {
+            eprintln!(
+                "{} exists; baton init never overwrites (move it away, or choose --out)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = write_private(&key_path, key.material.expose()) {
+        eprintln!("cannot write {}: {e}", key_path.display());
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = write_new(out, text.as_bytes()) {
+        eprintln!("cannot write {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "wrote {} and {} (its signing key, mode 0600)",
+        out.display(),
+        key_path.display()
+    );
+    if let Err(e) = load(out) {
+        // A preset that does not load is a bug in baton: say so rather than hide it.
+        eprintln!("baton init wrote a config that does not load (please report this):");
+        print_error(&e);
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "next: review it, then `baton check --config {0}` and `baton serve --config {0}`",
+        out.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Writes a new file (never over an existing one).
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn generate(alg: &str, out: Option<PathBuf>) -> ExitCode {

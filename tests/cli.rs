@@ -529,3 +529,89 @@ mapping = { "sub.$" = "$.sub", "actor_sub.$" = "$.actor.sub" }
         text(&refused)
     );
 }
+
+#[test]
+fn init_writes_a_config_and_a_private_key_that_check_accepts_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gh.toml");
+    let out_arg = out.to_str().unwrap();
+    let args = [
+        "init",
+        "--preset",
+        "github-actions",
+        "--audience",
+        "https://github.com/acme",
+        "--service",
+        "deploy",
+        "--out",
+        out_arg,
+    ];
+    let written = baton(&args, None);
+    assert!(written.status.success(), "{}", text(&written));
+    let key = dir.path().join("gh-signing-key.pem");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key is readable by others");
+    let config = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        config.contains("claims.repository_owner == \"acme\""),
+        "{config}"
+    );
+    let checked = baton(&["check", "--config", out_arg], None);
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert!(
+        text(&checked).contains("deploy (key sbk_"),
+        "{}",
+        text(&checked)
+    );
+
+    // A second run leaves both files as they were.
+    let before = (std::fs::read(&out).unwrap(), std::fs::read(&key).unwrap());
+    let again = baton(&args, None);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("never overwrites"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        before,
+        (std::fs::read(&out).unwrap(), std::fs::read(&key).unwrap())
+    );
+}
+
+#[test]
+fn init_names_missing_flags_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("baton.toml");
+    let missing = baton(
+        &[
+            "init",
+            "--preset",
+            "keycloak",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!missing.status.success());
+    let shown = text(&missing);
+    assert!(
+        shown.contains("--preset keycloak needs --issuer") && shown.contains("--audience"),
+        "{shown}"
+    );
+    let unknown = baton(
+        &["init", "--preset", "okta", "--out", out.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        text(&unknown).contains("expected one of: auth0, cognito"),
+        "{}",
+        text(&unknown)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "files were written"
+    );
+}
