@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use crate::config::{Config, ForwardAuthConfig, OriginalRequest};
 use crate::errors::RequestRefused;
 use crate::published;
+use crate::request_path;
 use crate::sts::Reply;
 use crate::telemetry::Surface;
 
@@ -79,19 +80,18 @@ impl Gateway {
                 "forward-auth is not configured",
             ));
         };
-        let (mut parts, body) = request.into_parts();
-        if serves_documents(&config, settings) {
-            if let Err(refused) = auth::normalize_target(&mut parts) {
-                return auth::refusal(&refused).answer(Caller::Http);
-            }
-            let path = parts.uri.path();
-            if config.server.tokens_path.as_deref() == Some(path) {
+        let (parts, body) = request.into_parts();
+        if serves_documents(&config, settings)
+            && let Some(path) = document_path(&parts)
+        {
+            let path = Some(path.as_ref());
+            if config.server.tokens_path.as_deref() == path {
                 return Box::pin(self.serve_tokens(&parts, body)).await;
             }
-            if config.server.jwks_path.as_deref() == Some(path) {
+            if config.server.jwks_path.as_deref() == path {
                 return serve_document(&parts, &config, published::jwks(&config));
             }
-            if config.server.metadata_path.as_deref() == Some(path) {
+            if config.server.metadata_path.as_deref() == path {
                 return serve_document(&parts, &config, published::metadata(&config));
             }
         }
@@ -162,6 +162,25 @@ fn serves_documents(config: &Config, settings: &ForwardAuthConfig) -> bool {
             && settings.path_prefix.is_none())
 }
 
+/// The check request's path normalized, to match the documents' paths against; `None` for a
+/// target that is not a path (it is refused as an original request, or decided on headers).
+/// The check request itself is left as it came: in `request-line` mode its path is
+/// `path_prefix` joined to the original path, so the prefix comes off the raw path and only
+/// the rest is normalized, as with a proxy listener beside (normalizing the whole first let
+/// the original's dot-segments climb out of the prefix and back in: `/authz/../authz/health`
+/// was judged as the skip route `/health`, while the app resolves `/../authz/health` to
+/// `/authz/health`).
+fn document_path(parts: &Parts) -> Option<std::borrow::Cow<'_, str>> {
+    let uri = &parts.uri;
+    let http1 = parts.version < Version::HTTP_2;
+    if parts.method == Method::CONNECT
+        || (http1 && (uri.scheme().is_some() || uri.authority().is_some()))
+    {
+        return None;
+    }
+    request_path::normalize(uri.path()).ok()
+}
+
 /// The request a check request asks about: method, target and the check request's headers
 /// (the front proxies pass the client's), as an HTTP/1.1 request, so that an absolute-form
 /// target is refused as on the proxy listener.
@@ -176,6 +195,14 @@ fn original_request(check: Parts, settings: &ForwardAuthConfig) -> Result<Parts,
             header_value(&check.headers, "x-original-uri")?,
         ),
         OriginalRequest::RequestLine => {
+            // The check request is the original: an absolute-form target (`GET
+            // http://host/…`) is refused as on the proxy listener, not decided without its
+            // authority.
+            if check.version < Version::HTTP_2
+                && (check.uri.scheme().is_some() || check.uri.authority().is_some())
+            {
+                return Err(RequestRefused::NotOriginForm);
+            }
             let target = check
                 .uri
                 .path_and_query()
