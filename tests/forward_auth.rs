@@ -79,8 +79,8 @@ fn example_path(name: &str) -> PathBuf {
 /// half-substituted.
 fn example(name: &str, replacements: &[(&str, &str)]) -> String {
     let path = example_path(name);
-    let mut text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     for (from, to) in replacements {
         assert!(text.contains(from), "{name} no longer contains {from:?}");
         text = text.replace(from, to);
@@ -171,7 +171,11 @@ impl Seen {
     /// The one value of `name`, `None` when absent; panics when repeated.
     fn header(&self, name: &str) -> Option<&str> {
         let all = self.all(name);
-        assert!(all.len() <= 1, "{name} arrived {} times: {self:?}", all.len());
+        assert!(
+            all.len() <= 1,
+            "{name} arrived {} times: {self:?}",
+            all.len()
+        );
         all.first().copied()
     }
 }
@@ -383,9 +387,7 @@ impl Stack {
         let ports = Ports::reserve();
         let config = baton_config(front.baton_example(), &ports, &idp, "");
         let baton = match keys {
-            Keys::Served => {
-                start_baton(dir.path(), ports.forward_auth, &config, ports.admin).await
-            }
+            Keys::Served => start_baton(dir.path(), ports.forward_auth, &config, ports.admin).await,
             // `/readyz` never says ready: the listener accepting is enough.
             Keys::Down => {
                 Baton::launch(dir.path(), ports.forward_auth, &config)

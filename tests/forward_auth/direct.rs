@@ -57,7 +57,10 @@ async fn the_proxy_listener_never_reads_original_request_headers() {
     for name in ["baton-nginx.toml", "baton-caddy.toml"] {
         let b = TwoListeners::start(name).await;
         for spoofed in [
-            [("x-forwarded-uri", "/health"), ("x-forwarded-method", "GET")],
+            [
+                ("x-forwarded-uri", "/health"),
+                ("x-forwarded-method", "GET"),
+            ],
             [("x-original-uri", "/health"), ("x-original-method", "GET")],
         ] {
             let answer = b.get(b.proxy, "/api/items", &spoofed).await;
@@ -68,7 +71,11 @@ async fn the_proxy_listener_never_reads_original_request_headers() {
                 "{name}"
             );
         }
-        assert_eq!(b.app.received(), 0, "{name}: a refused request reached the app");
+        assert_eq!(
+            b.app.received(),
+            0,
+            "{name}: a refused request reached the app"
+        );
         let answer = b.get(b.proxy, "/health", &[]).await;
         assert_eq!(answer.status, 200, "{name}: {answer:?}");
         assert_eq!(b.app.last().target, "/health", "{name}");
@@ -128,67 +135,109 @@ async fn the_forward_auth_listener_never_forwards() {
     );
 }
 
-/// Envoy's convention (`baton-envoy.toml`, `request-line` with `path_prefix = "/authz"`):
-/// the check request is the original behind the prefix; the 200 carries baton's token and
-/// X-User and names in `x-envoy-auth-headers-to-remove` what the app must not get
-/// (`x-user` when the token has no email, `authorization` on a skip route); a check
-/// outside the prefix is refused; a POST on the GET-only route is a 403.
+/// Envoy's convention (`baton-envoy.toml`, `request-line` with `path_prefix = "/authz"`),
+/// alone and with a proxy listener beside (which takes `/tokens` off this listener): the
+/// check request is the original behind the prefix; the 200 carries baton's token and
+/// X-User and names in `x-envoy-auth-headers-to-remove` what the app must not get (`x-user`
+/// when the token has no email, `authorization` on a skip route); a POST on the GET-only
+/// route is a 403; a check outside the prefix, or with an absolute-form target, is a 400;
+/// the prefix comes off the raw path before the rest is normalized, so an original path
+/// whose dot-segments climb out of the prefix and back in (`/authz/../authz/health`, which
+/// the app resolves to `/authz/health`) is not judged as the skip route `/health`.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_envoy_example_s_request_line_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let idp = Idp::start().await;
-    let ports = Ports::reserve();
-    let config = baton_config("baton-envoy.toml", &ports, &idp, "");
-    let baton = start_baton(dir.path(), ports.forward_auth, &config, ports.admin).await;
-    let http = client();
-    let check = |method: &str, path: &str, token: Option<&str>| {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = http.request(method, format!("http://{}{path}", ports.forward_auth));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+    for with_proxy_listener in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = Idp::start().await;
+        let app = Upstream::start().await;
+        let ports = Ports::reserve();
+        let extra = if with_proxy_listener {
+            format!(
+                "listen = \"{}\"\nupstream = \"{}\"\n",
+                reserve_addr(),
+                app.addr
+            )
+        } else {
+            String::new()
+        };
+        let config = baton_config("baton-envoy.toml", &ports, &idp, &extra);
+        let baton = start_baton(dir.path(), ports.forward_auth, &config, ports.admin).await;
+        let case = if with_proxy_listener {
+            "with a proxy listener"
+        } else {
+            "alone"
+        };
+        let http = client();
+        let check = |method: &str, path: &str, token: Option<&str>| {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut request = http.request(method, format!("http://{}{path}", ports.forward_auth));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            async move { Answer::read(request.send().await.unwrap()).await }
+        };
+        let removed = |answer: &Answer| -> Vec<String> {
+            answer
+                .header("x-envoy-auth-headers-to-remove")
+                .unwrap_or_default()
+                .split(',')
+                .map(|name| name.trim().to_ascii_lowercase())
+                .filter(|name| !name.is_empty())
+                .collect()
+        };
+
+        let jane = idp.token("jane", Some("jane@example.com"));
+        let answer = check("GET", "/authz/api/items?page=1", Some(&jane)).await;
+        assert_eq!(answer.status, 200, "{case}: {answer:?}\n{}", baton.log());
+        let claims = baton_token_claims(answer.header("authorization"), "jane");
+        assert_eq!(claims["sub"], "jane");
+        assert_eq!(answer.header("x-user"), Some("jane@example.com"));
+        assert!(removed(&answer).is_empty(), "{case}: {answer:?}");
+
+        let kim = idp.token("kim", None);
+        let answer = check("GET", "/authz/api/items", Some(&kim)).await;
+        assert_eq!(answer.status, 200, "{case}: {answer:?}");
+        baton_token_claims(answer.header("authorization"), "kim");
+        assert_eq!(answer.header("x-user"), None);
+        assert_eq!(removed(&answer), ["x-user"], "{case}: {answer:?}");
+
+        let answer = check("GET", "/authz/health", Some(&kim)).await;
+        assert_eq!(answer.status, 200, "{case}: {answer:?}");
+        assert_eq!(answer.header("authorization"), None);
+        let names = removed(&answer);
+        assert!(
+            names.contains(&"authorization".to_owned()) && names.contains(&"x-user".to_owned()),
+            "{case}: {answer:?}"
+        );
+
+        let answer = check("POST", "/authz/api/read/x", Some(&kim)).await;
+        assert_eq!(answer.status, 403, "{case}: {answer:?}");
+        let answer = check("GET", "/api/items", Some(&kim)).await;
+        assert_eq!(
+            answer.status, 400,
+            "{case}: outside the path prefix: {answer:?}"
+        );
+        let answer = check("GET", "/authz/api/items", None).await;
+        assert_eq!(answer.status, 401, "{case}: {answer:?}");
+
+        let host = format!("Host: {}\r\n", ports.forward_auth);
+        for (head, want) in [
+            (
+                format!("GET /authz/../authz/health HTTP/1.1\r\n{host}"),
+                401,
+            ),
+            (format!("GET /x/../authz/health HTTP/1.1\r\n{host}"), 400),
+            (
+                format!("GET http://evil.example/authz/health HTTP/1.1\r\n{host}"),
+                400,
+            ),
+        ] {
+            let (status, _, body) = raw_request(ports.forward_auth, &head).await;
+            let first_line = head.lines().next().unwrap();
+            assert_eq!(status, want, "{case}: {first_line}: {body}");
         }
-        async move { Answer::read(request.send().await.unwrap()).await }
-    };
-    let removed = |answer: &Answer| -> Vec<String> {
-        answer
-            .header("x-envoy-auth-headers-to-remove")
-            .unwrap_or_default()
-            .split(',')
-            .map(|name| name.trim().to_ascii_lowercase())
-            .filter(|name| !name.is_empty())
-            .collect()
-    };
-
-    let jane = idp.token("jane", Some("jane@example.com"));
-    let answer = check("GET", "/authz/api/items?page=1", Some(&jane)).await;
-    assert_eq!(answer.status, 200, "{answer:?}\n{}", baton.log());
-    let claims = baton_token_claims(answer.header("authorization"), "jane");
-    assert_eq!(claims["sub"], "jane");
-    assert_eq!(answer.header("x-user"), Some("jane@example.com"));
-    assert!(removed(&answer).is_empty(), "{answer:?}");
-
-    let kim = idp.token("kim", None);
-    let answer = check("GET", "/authz/api/items", Some(&kim)).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    baton_token_claims(answer.header("authorization"), "kim");
-    assert_eq!(answer.header("x-user"), None);
-    assert_eq!(removed(&answer), ["x-user"], "{answer:?}");
-
-    let answer = check("GET", "/authz/health", Some(&kim)).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.header("authorization"), None);
-    let names = removed(&answer);
-    assert!(
-        names.contains(&"authorization".to_owned()) && names.contains(&"x-user".to_owned()),
-        "{answer:?}"
-    );
-
-    let answer = check("POST", "/authz/api/read/x", Some(&kim)).await;
-    assert_eq!(answer.status, 403, "{answer:?}");
-    let answer = check("GET", "/api/items", Some(&kim)).await;
-    assert_eq!(answer.status, 400, "outside the path prefix: {answer:?}");
-    let answer = check("GET", "/authz/api/items", None).await;
-    assert_eq!(answer.status, 401, "{answer:?}");
+        assert_eq!(app.received(), 0, "{case}: the app received a check");
+    }
 }
 
 /// Every example baton config passes `baton check`.

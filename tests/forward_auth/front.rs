@@ -82,7 +82,11 @@ impl FrontProxy {
         let deadline = Instant::now() + STARTUP;
         loop {
             if let Some(status) = self.process.exited() {
-                panic!("{} exited ({status}) before listening:\n{}", self.name(), self.log());
+                panic!(
+                    "{} exited ({status}) before listening:\n{}",
+                    self.name(),
+                    self.log()
+                );
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                 return;

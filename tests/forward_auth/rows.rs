@@ -15,12 +15,20 @@ async fn allowed(front: Front) {
     let stack = Stack::start(front).await;
     let alice = stack.idp.token("alice", Some("alice@example.com"));
     let answer = stack
-        .request("GET", "/api/items?page=2", Some(&alice), &[("x-user", "mallory")])
+        .request(
+            "GET",
+            "/api/items?page=2",
+            Some(&alice),
+            &[("x-user", "mallory")],
+        )
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.text(), "app", "the app's own answer");
     let seen = stack.app.last();
-    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/api/items?page=2"));
+    assert_eq!(
+        (seen.method.as_str(), seen.target.as_str()),
+        ("GET", "/api/items?page=2")
+    );
     let claims = baton_token_claims(seen.header("authorization"), "alice");
     assert_eq!(claims["sub"], "alice", "{claims}");
     assert_eq!(claims["email"], "alice@example.com", "{claims}");
@@ -29,19 +37,31 @@ async fn allowed(front: Front) {
     // No email in the token: no X-User at all, not the client's.
     let bob = stack.idp.token("bob", None);
     let answer = stack
-        .request("POST", "/api/items", Some(&bob), &[("x-user", "alice@example.com")])
+        .request(
+            "POST",
+            "/api/items",
+            Some(&bob),
+            &[("x-user", "alice@example.com")],
+        )
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let seen = stack.app.last();
     assert_eq!(seen.method, "POST");
     let claims = baton_token_claims(seen.header("authorization"), "bob");
     assert_eq!(claims["sub"], "bob", "{claims}");
-    assert!(seen.all("x-user").is_empty(), "a client's X-User arrived: {seen:?}");
+    assert!(
+        seen.all("x-user").is_empty(),
+        "a client's X-User arrived: {seen:?}"
+    );
     assert_eq!(stack.app.received(), 2);
 
     // Counted as forward-auth checks and forward-auth exchanges.
     let metrics = stack.metrics().await;
-    let checks = sample(&metrics, "baton_forward_auth_requests_total", &[("status", "200")]);
+    let checks = sample(
+        &metrics,
+        "baton_forward_auth_requests_total",
+        &[("status", "200")],
+    );
     assert_eq!(checks, Some(2.0), "{metrics}");
     let exchanges = sample(
         &metrics,
@@ -50,7 +70,10 @@ async fn allowed(front: Front) {
     );
     assert!(exchanges.is_some_and(|n| n >= 2.0), "{metrics}");
     let log = stack.baton.log();
-    assert!(!log.contains(&alice) && !log.contains(&bob), "a token was logged");
+    assert!(
+        !log.contains(&alice) && !log.contains(&bob),
+        "a token was logged"
+    );
 }
 
 /// A refused token (expired; signed by a key the IdP does not publish): the client gets 401
@@ -72,7 +95,9 @@ async fn refused_token(front: Front) {
             .header("www-authenticate")
             .unwrap_or_else(|| panic!("{what}: no WWW-Authenticate: {answer:?}"));
         assert!(
-            challenge.starts_with("Bearer realm=\"baton\", error=\"invalid_token\", error_description=\""),
+            challenge.starts_with(
+                "Bearer realm=\"baton\", error=\"invalid_token\", error_description=\""
+            ),
             "{what}: {challenge}"
         );
         if front == Front::Caddy {
@@ -121,8 +146,15 @@ async fn skip_route(front: Front) {
     assert_eq!(answer.status, 200, "{answer:?}");
     let seen = stack.app.last();
     assert_eq!(seen.target, "/health/live");
-    assert_eq!(seen.header("authorization"), None, "the IdP token passed: {seen:?}");
-    assert!(seen.all("x-user").is_empty(), "a client's X-User arrived: {seen:?}");
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the IdP token passed: {seen:?}"
+    );
+    assert!(
+        seen.all("x-user").is_empty(),
+        "a client's X-User arrived: {seen:?}"
+    );
     assert_eq!(stack.app.received(), 2);
 }
 
@@ -132,11 +164,15 @@ async fn skip_route(front: Front) {
 async fn route_condition(front: Front) {
     let stack = Stack::start(front).await;
     let token = stack.idp.token("erin", Some("erin@example.com"));
-    let answer = stack.request("GET", "/api/read/report", Some(&token), &[]).await;
+    let answer = stack
+        .request("GET", "/api/read/report", Some(&token), &[])
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(stack.app.last().target, "/api/read/report");
 
-    let answer = stack.request("POST", "/api/read/report", Some(&token), &[]).await;
+    let answer = stack
+        .request("POST", "/api/read/report", Some(&token), &[])
+        .await;
     assert_eq!(answer.status, 403, "{answer:?}");
     let challenge = answer.header("www-authenticate").unwrap_or_default();
     assert_eq!(
@@ -167,7 +203,11 @@ async fn keys_down(front: Front) {
     let token = stack.idp.token("frank", Some("frank@example.com"));
     let answer = stack.request("GET", "/api/items", Some(&token), &[]).await;
     assert_eq!(answer.status, 503, "{answer:?}\n{}", stack.baton.log());
-    assert_eq!(answer.json()["error"], "temporarily_unavailable", "{answer:?}");
+    assert_eq!(
+        answer.json()["error"],
+        "temporarily_unavailable",
+        "{answer:?}"
+    );
     assert_eq!(stack.app.received(), 0, "a refused request reached the app");
 }
 
