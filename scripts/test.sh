@@ -61,6 +61,14 @@ if ! command -v caddy >/dev/null 2>&1 || [ "$caddy_version" != 2.11.7 ]; then
   hash -r
 fi
 
+# promtool (Debian's prometheus package): checks and unit-tests examples/observability's alert
+# rules (tests/observability.rs). RUNLEVEL=1 keeps the package from starting a server.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test.sh: installing prometheus (for promtool)" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq prometheus >/dev/null
+fi
+
 # npm packages of the interop tests (oidc-provider, @statebacked/client), when present.
 if [ -f tests/interop/package.json ]; then
   if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then
