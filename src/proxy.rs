@@ -42,6 +42,7 @@ use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 use crate::telemetry::Surface;
 
 mod auth;
+mod cors;
 mod forward;
 mod forward_auth;
 mod grpc;
@@ -222,6 +223,33 @@ impl Gateway {
             return serve_document(&parts, &config, published::metadata(&config));
         }
 
+        let cors_origin = cors::listed_origin(&config, &parts.headers);
+        if let Some(origin) = &cors_origin
+            && cors::is_preflight(&parts)
+        {
+            let empty = Either::Right(Full::new(Bytes::new()));
+            return cors::preflight(&parts, origin.clone(), empty);
+        }
+        let mut response = self.proxied(parts, body, caller, downstream, &config).await;
+        if let Some(origin) = cors_origin {
+            for name in cors::APP_CORS_HEADERS {
+                response.headers_mut().remove(name);
+            }
+            let refused = response.extensions().get::<RefusedWith>().is_some();
+            cors::allow(&mut response, origin, refused);
+        }
+        response
+    }
+
+    /// Answers a request for the app: authorized, then forwarded (or refused).
+    async fn proxied(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        caller: Caller,
+        downstream: Downstream,
+        config: &Config,
+    ) -> Response<ProxyBody> {
         // Before anything reads the headers: the app gets these names from baton only.
         policy::strip_claim_headers(&mut parts.headers, &config.proxy.claim_header_names);
         let admitted = match auth::authorize(

@@ -17,6 +17,8 @@ mod http2;
 
 #[path = "proxy/connections.rs"]
 mod connections;
+#[path = "proxy/cors.rs"]
+mod cors;
 #[path = "proxy/grpc.rs"]
 mod grpc;
 #[path = "proxy/policy.rs"]

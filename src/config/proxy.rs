@@ -84,6 +84,10 @@ pub struct ProxyConfig {
     /// Every name of every `headers` table (the default's and each route's), removed from
     /// every client request before anything else looks at it.
     pub claim_header_names: Vec<String>,
+    /// Browser origins allowed to call the app through the proxy: baton answers their CORS
+    /// preflights itself (a browser sends them without credentials, so they could never pass
+    /// the exchange) and lets them read every answer.
+    pub cors_origins: Vec<String>,
     /// Upstream TCP connect timeout.
     pub connect_timeout: Duration,
     /// Upstream read timeout (between reads, not total).
@@ -259,6 +263,7 @@ impl Loader<'_> {
                 UpstreamProtocol::Http1
             }
         };
+        let cors_origins = self.cors_origins(spec.cors_origins, "proxy.cors_origins");
         let tls = spec.tls.map(|tls| TlsFiles {
             cert_file: self.resolve(&tls.cert_file),
             key_file: self.resolve(&tls.key_file),
@@ -285,6 +290,7 @@ impl Loader<'_> {
             headers,
             forward_token: spec.forward_token.unwrap_or(true),
             claim_header_names,
+            cors_origins,
             connect_timeout,
             read_timeout,
             upstream_protocol,

@@ -73,24 +73,7 @@ impl Loader<'_> {
                 LogFormat::Human
             }
         };
-        let cors_origins = spec.cors_origins.unwrap_or_default();
-        for (i, origin) in cors_origins.iter().enumerate() {
-            if origin == "*" {
-                self.error(
-                    None,
-                    &format!("server.cors_origins[{i}]"),
-                    "list origins explicitly; `*` would let any site exchange its users' tokens",
-                );
-            } else if url::Url::parse(origin)
-                .map_or(true, |u| u.origin().ascii_serialization() != *origin)
-            {
-                self.error(
-                    None,
-                    &format!("server.cors_origins[{i}]"),
-                    &format!("{origin:?} is not an origin like \"https://app.example.com\""),
-                );
-            }
-        }
+        let cors_origins = self.cors_origins(spec.cors_origins, "server.cors_origins");
         ServerConfig {
             org: spec.org,
             audience_base: spec.audience_base.map_or_else(
@@ -135,5 +118,31 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+}
+
+impl Loader<'_> {
+    /// A list of browser origins (`[server] cors_origins`, `[proxy] cors_origins`), each
+    /// checked to be an origin and not `*`; errors placed under `path`.
+    pub(super) fn cors_origins(&mut self, origins: Option<Vec<String>>, path: &str) -> Vec<String> {
+        let origins = origins.unwrap_or_default();
+        for (i, origin) in origins.iter().enumerate() {
+            if origin == "*" {
+                self.error(
+                    None,
+                    &format!("{path}[{i}]"),
+                    "list origins explicitly; `*` would let any site use its users' tokens",
+                );
+            } else if url::Url::parse(origin)
+                .map_or(true, |u| u.origin().ascii_serialization() != *origin)
+            {
+                self.error(
+                    None,
+                    &format!("{path}[{i}]"),
+                    &format!("{origin:?} is not an origin like \"https://app.example.com\""),
+                );
+            }
+        }
+        origins
     }
 }

@@ -69,6 +69,8 @@ pub struct ProxySpec {
     pub headers: Option<Map<String, Value>>,
     /// Whether the upstream gets the token in `Authorization` (default true).
     pub forward_token: Option<bool>,
+    /// Browser origins whose CORS preflights baton answers for proxied paths.
+    pub cors_origins: Option<Vec<String>>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
 }

@@ -46,7 +46,7 @@ fn assert_insufficient_scope(answer: &Answer, what: &str) {
 }
 
 impl Harness {
-    async fn request(
+    pub(super) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -68,7 +68,7 @@ impl Harness {
     }
 
     /// The last request the upstream saw.
-    fn last_seen(&self) -> Seen {
+    pub(super) fn last_seen(&self) -> Seen {
         self.upstream
             .seen()
             .last()
