@@ -256,7 +256,7 @@ impl Gateway {
             &self.exchanger,
             &self.metrics,
             Surface::Proxy,
-            &config,
+            config,
             &mut parts,
         )
         .await
