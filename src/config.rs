@@ -14,6 +14,7 @@ mod providers;
 mod proxy;
 mod server;
 pub mod spec;
+mod telemetry;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -40,8 +41,9 @@ pub use server::{
 };
 use spec::{
     AdminSpec, DurationSpec, ForwardAuthSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec,
-    TokenProviderSpec,
+    TelemetrySpec, TokenProviderSpec,
 };
+pub use telemetry::{DEFAULT_EXPORT_INTERVAL, TelemetryConfig};
 
 use crate::idp::IdentityProvider;
 use crate::mapping::ClaimMapper;
@@ -57,6 +59,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[forward_auth]`, when set.
     pub forward_auth: Option<ForwardAuthConfig>,
+    /// `[telemetry]`.
+    pub telemetry: TelemetryConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
     /// `[[keys]]`.
@@ -222,6 +226,7 @@ impl Loader<'_> {
         let mut server = ServerSpec::default();
         let mut proxy = ProxySpec::default();
         let mut forward_auth: Option<ForwardAuthSpec> = None;
+        let mut telemetry = TelemetrySpec::default();
         let mut admin = AdminSpec::default();
         let (mut keys, mut idps, mut providers) = (Vec::new(), Vec::new(), Vec::new());
         for (key, value) in root.into_inner() {
@@ -229,6 +234,7 @@ impl Loader<'_> {
             match name.as_str() {
                 "server" => server = self.section(value, &name).unwrap_or_default(),
                 "proxy" => proxy = self.section(value, &name).unwrap_or_default(),
+                "telemetry" => telemetry = self.section(value, &name).unwrap_or_default(),
                 "forward_auth" => {
                     forward_auth = Some(self.section(value, &name).unwrap_or_default());
                 }
@@ -239,8 +245,8 @@ impl Loader<'_> {
                 _ => self.error_at(
                     Some(key.span()),
                     name.clone(),
-                    "unknown section; expected server, proxy, forward_auth, admin, keys, idps or \
-                     token_providers"
+                    "unknown section; expected server, proxy, forward_auth, admin, telemetry, keys, \
+                     idps or token_providers"
                         .to_owned(),
                 ),
             }
@@ -279,10 +285,12 @@ impl Loader<'_> {
         let forward_auth = forward_auth.map(|spec| self.forward_auth(spec));
         let proxy = self.proxy(proxy, &providers, forward_auth.is_some());
         let admin = self.admin(admin);
+        let telemetry = self.telemetry(telemetry);
         Config {
             server,
             proxy,
             forward_auth,
+            telemetry,
             admin,
             keys,
             idps: idps.into_iter().map(|(idp, _)| idp).collect(),

@@ -144,11 +144,13 @@ impl Control {
                 config.proxy.threads,
             )
             || forward_auth_listen(&old) != forward_auth_listen(&config)
+            || old.telemetry != config.telemetry
             || old.admin.state_file != config.admin.state_file
             || old.admin.master_key != config.admin.master_key
         {
             tracing::warn!(
-                "listen addresses, threads, the state file and its master key change only at restart"
+                "listen addresses, threads, [telemetry], the state file and its master key change \
+                 only at restart"
             );
         }
         let forward_auth_tls = |config: &Config| {

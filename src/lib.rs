@@ -41,5 +41,6 @@ pub mod sts;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod traces;
 
 pub use exchange::{ExchangeError, Exchanger, Minted};

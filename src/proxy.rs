@@ -40,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::published;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
 use crate::telemetry::Surface;
+use crate::traces::RequestSpan;
 
 mod auth;
 mod cors;
@@ -176,12 +177,22 @@ impl Gateway {
         request: Request<Incoming>,
         downstream: Downstream,
     ) -> Response<ProxyBody> {
-        let response = self.answer(request, downstream).await;
-        let status = response
-            .extensions()
-            .get::<RefusedWith>()
-            .map_or_else(|| response.status().as_u16(), |refused| refused.0);
+        let span = RequestSpan::start(
+            "proxy",
+            request.method().as_str(),
+            request.uri().path(),
+            request.headers(),
+        );
+        let response = match &span {
+            None => self.answer(request, downstream).await,
+            // Boxed: the traced path's future does not make every request's larger.
+            Some(span) => Box::pin(span.scope(self.answer(request, downstream))).await,
+        };
+        let status = answered_status(&response);
         self.metrics.proxied(status);
+        if let Some(span) = span {
+            span.end(status);
+        }
         response
     }
 
@@ -396,6 +407,14 @@ impl Refusal {
         response.extensions_mut().insert(RefusedWith(status));
         response
     }
+}
+
+/// The HTTP status a response stands for (a gRPC refusal's, not its 200).
+fn answered_status<B>(response: &Response<B>) -> u16 {
+    response
+        .extensions()
+        .get::<RefusedWith>()
+        .map_or_else(|| response.status().as_u16(), |refused| refused.0)
 }
 
 /// `reply` as the whole response (hyper sets `Content-Length` from the body).

@@ -388,6 +388,7 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
     let forward_auth_listen = config.forward_auth.as_ref().map(|f| f.listen);
     let admin_listen = config.admin.listen;
     let watch_config = config.server.watch_config;
+    crate::traces::start(&config.telemetry).map_err(|e| e.to_string())?;
     let app = App::new(config, ExchangerOptions::default()).map_err(|e| e.to_string())?;
     let forward_auth_app = match forward_auth_listen {
         Some(_) => Some(app.forward_auth().map_err(|e| e.to_string())?),
@@ -455,6 +456,8 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
         watcher.abort();
     }
     admin_task.abort();
+    // Off the runtime's threads: the exporter's client blocks.
+    let _ = tokio::task::spawn_blocking(crate::traces::flush).await;
     tracing::info!("baton stopped");
     Ok(())
 }

@@ -53,6 +53,15 @@ pub fn exchange_ok(
     latency: std::time::Duration,
 ) {
     metrics.exchange(surface.as_str(), "ok", idp, service, latency);
+    crate::traces::exchange(&crate::traces::ExchangeRecord {
+        surface: surface.as_str(),
+        outcome: "ok",
+        stage: None,
+        idp,
+        service,
+        cached,
+        latency,
+    });
     let latency_us = micros(latency);
     if surface != Surface::Tokens && cached {
         tracing::debug!(target: "baton::exchange", outcome = "ok", surface = surface.as_str(), idp, service, cached, latency_us);
@@ -77,6 +86,15 @@ pub fn exchange_refused(
         crate::exchange::Fault::Internal => "error",
     };
     metrics.exchange(surface.as_str(), outcome, "-", service, latency);
+    crate::traces::exchange(&crate::traces::ExchangeRecord {
+        surface: surface.as_str(),
+        outcome,
+        stage: Some(error.stage()),
+        idp: "-",
+        service,
+        cached: false,
+        latency,
+    });
     tracing::info!(
         target: "baton::exchange",
         outcome,

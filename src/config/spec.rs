@@ -75,6 +75,16 @@ pub struct ProxySpec {
     pub routes: Vec<RouteSpec>,
 }
 
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// The OTLP/HTTP collector's base URL.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub export_interval: Option<DurationSpec>,
+}
+
 /// `[forward_auth]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -76,6 +76,8 @@ pub(super) fn prepare_request(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     policy::apply(&mut parts.headers, admitted);
+    // With traces on, the upstream's spans are children of this request's.
+    crate::traces::inject(&mut parts.headers);
     // An HTTP/2 request names its host in `:authority` (RFC 9113 §8.3.1): the app, speaking
     // HTTP/1.1, gets it as `Host`.
     if parts.version == Version::HTTP_2

@@ -28,7 +28,8 @@ use crate::sts::Reply;
 use crate::telemetry::Surface;
 
 use super::policy::{self, Admitted};
-use super::{Caller, Gateway, ProxyBody, Refusal, RefusedWith, auth, respond, serve_document};
+use super::{Caller, Gateway, ProxyBody, Refusal, answered_status, auth, respond, serve_document};
+use crate::traces::RequestSpan;
 
 /// The header Envoy's HTTP `ext_authz` reads from an allowing answer: the request headers it
 /// removes before the request goes upstream.
@@ -52,12 +53,21 @@ pub(super) struct Verdict {
 impl Gateway {
     /// Answers one check request on the forward-auth listener (and counts the answer).
     pub async fn check(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let response = self.answer_check(request).await;
-        let status = response
-            .extensions()
-            .get::<RefusedWith>()
-            .map_or_else(|| response.status().as_u16(), |refused| refused.0);
+        let span = RequestSpan::start(
+            "forward_auth",
+            request.method().as_str(),
+            request.uri().path(),
+            request.headers(),
+        );
+        let response = match &span {
+            None => self.answer_check(request).await,
+            Some(span) => Box::pin(span.scope(self.answer_check(request))).await,
+        };
+        let status = answered_status(&response);
         self.metrics.forward_auth_checked(status);
+        if let Some(span) = span {
+            span.end(status);
+        }
         response
     }
 
