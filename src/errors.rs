@@ -208,6 +208,10 @@ pub enum RequestRefused {
     /// A forward-auth check request (`request-line`) whose path is not under `path_prefix`.
     #[error("the check request's path is not under forward_auth.path_prefix")]
     OutsidePathPrefix,
+    /// A gRPC call on the forward-auth listener to a method other than Envoy's
+    /// `envoy.service.auth.v3.Authorization/Check`.
+    #[error("a gRPC method the forward-auth listener does not serve")]
+    UnknownGrpcMethod,
 }
 
 /// The answer to a refused request: status, OAuth error code (RFC 6750 §3.1), fixed wording.
@@ -262,6 +266,12 @@ pub fn request_rejection(refused: &RequestRefused) -> Rejection {
             400,
             "invalid_request",
             "the check request's path is not under the configured prefix",
+        ),
+        // 404 is gRPC's UNIMPLEMENTED (the only form this refusal is answered in).
+        RequestRefused::UnknownGrpcMethod => (
+            404,
+            "invalid_request",
+            "the only gRPC method here is envoy.service.auth.v3.Authorization/Check",
         ),
     };
     Rejection {

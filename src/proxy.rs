@@ -44,6 +44,7 @@ use crate::traces::RequestSpan;
 
 mod auth;
 mod cors;
+mod ext_authz;
 mod forward;
 mod forward_auth;
 mod grpc;
@@ -54,8 +55,14 @@ pub use upstream::{ResponseBody, UpstreamError};
 
 use upstream::Upstream;
 
-/// A response of the proxy listener: the upstream's body, streamed, or one baton wrote.
-pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
+/// A response of the proxy and forward-auth listeners: the upstream's body, streamed, or one
+/// baton wrote. The upstream's is the outer `Left`, so a proxied body is polled through one
+/// `Either` as before the forward-auth listener had gRPC answers (nothing boxed on that path).
+pub type ProxyBody = Either<ResponseBody, OwnBody>;
+
+/// A body baton wrote: whole (JSON, a token, nothing), or an Envoy `ext_authz` answer as tonic
+/// encodes it — its message, then the gRPC trailers a whole body cannot carry.
+pub type OwnBody = Either<Full<Bytes>, tonic::body::Body>;
 
 /// The proxy.
 #[derive(Debug)]
@@ -238,7 +245,7 @@ impl Gateway {
         if let Some(origin) = &cors_origin
             && cors::is_preflight(&parts)
         {
-            let empty = Either::Right(Full::new(Bytes::new()));
+            let empty = whole(Bytes::new());
             return cors::preflight(&parts, origin.clone(), empty);
         }
         let mut response = self.proxied(parts, body, caller, downstream, &config).await;
@@ -426,7 +433,7 @@ fn respond(reply: Reply) -> Response<ProxyBody> {
         body,
     } = reply;
     let empty = body.is_empty();
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut response = Response::new(whole(Bytes::from(body)));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let map = response.headers_mut();
@@ -441,4 +448,9 @@ fn respond(reply: Reply) -> Response<ProxyBody> {
         map.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     response
+}
+
+/// `bytes` as a whole body of baton's own.
+fn whole(bytes: Bytes) -> ProxyBody {
+    Either::Right(Either::Left(Full::new(bytes)))
 }

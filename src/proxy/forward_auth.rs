@@ -12,12 +12,17 @@
 //!
 //! `X-Forwarded-Uri` and `X-Original-URI` mean something only here: the proxy listener
 //! never reads them.
+//!
+//! A gRPC call to Envoy's `envoy.service.auth.v3.Authorization/Check` on the same listener
+//! (h2c, or HTTP/2 over the listener's TLS) carries the original request in its message and
+//! is answered by [`ext_authz`](super::ext_authz), through the same [`Gateway::decide`].
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::config::{Config, ForwardAuthConfig, OriginalRequest};
@@ -28,7 +33,10 @@ use crate::sts::Reply;
 use crate::telemetry::Surface;
 
 use super::policy::{self, Admitted};
-use super::{Caller, Gateway, ProxyBody, Refusal, answered_status, auth, respond, serve_document};
+use super::{
+    Caller, Gateway, ProxyBody, Refusal, answered_status, auth, ext_authz, grpc, serve_document,
+    whole,
+};
 use crate::traces::RequestSpan;
 
 /// The header Envoy's HTTP `ext_authz` reads from an allowing answer: the request headers it
@@ -52,7 +60,7 @@ pub(super) struct Verdict {
 
 impl Gateway {
     /// Answers one check request on the forward-auth listener (and counts the answer).
-    pub async fn check(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn check(self: &Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         let span = RequestSpan::start(
             "forward_auth",
             request.method().as_str(),
@@ -80,16 +88,31 @@ impl Gateway {
         response
     }
 
-    async fn answer_check(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn answer_check(self: &Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         let config = self.exchanger.config();
+        let caller = if grpc::is_grpc(request.headers()) {
+            Caller::Grpc
+        } else {
+            Caller::Http
+        };
         let Some(settings) = config.forward_auth.as_ref() else {
             // A reload removed `[forward_auth]`; the listener stays until a restart.
-            return respond(Reply::oauth_error(
-                404,
-                "invalid_request",
-                "forward-auth is not configured",
-            ));
+            let description = "forward-auth is not configured";
+            let refusal = Refusal {
+                http: Reply::oauth_error(404, "invalid_request", description),
+                description,
+            };
+            return refusal.answer(caller);
         };
+        if caller == Caller::Grpc {
+            // A gRPC call is Envoy's ext_authz or nothing: never a document, never an
+            // original request read from the check's own line or headers.
+            return if request.uri().path() == ext_authz::CHECK_PATH {
+                self.ext_authz(request).await
+            } else {
+                auth::refusal(&RequestRefused::UnknownGrpcMethod).answer(Caller::Grpc)
+            };
+        }
         let (parts, body) = request.into_parts();
         if serves_documents(&config, settings)
             && let Some(path) = document_path(&parts)
@@ -267,7 +290,7 @@ fn strip_path_prefix(target: &str, prefix: &str) -> Result<String, RequestRefuse
 /// Envoy's HTTP `ext_authz` also reads which to remove; the other front proxies are set up
 /// to replace each copied header with the answer's, or drop it when the answer has none.
 fn allowed(verdict: Verdict, original_request: OriginalRequest) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    let mut response = Response::new(whole(Bytes::new()));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     for (name, value) in verdict.set {

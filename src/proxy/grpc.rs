@@ -19,6 +19,8 @@ use crate::sts::Reply;
 pub(super) enum GrpcCode {
     /// 2: an HTTP status no row of the mapping names.
     Unknown = 2,
+    /// 3: an `ext_authz` check that names no request baton can read ([`code_for_denial`]).
+    InvalidArgument = 3,
     /// 7: a 403.
     PermissionDenied = 7,
     /// 12: a 404.
@@ -58,6 +60,18 @@ pub(super) fn code_for_status(status: u16) -> GrpcCode {
         404 => GrpcCode::Unimplemented,
         429 | 502 | 503 | 504 => GrpcCode::Unavailable,
         _ => GrpcCode::Unknown,
+    }
+}
+
+/// The code of an Envoy `ext_authz` denial (`CheckResponse.status`) whose answer to the
+/// client has HTTP status `status`. Envoy reads only whether it is `OK` (any other code
+/// denies, with the `DeniedHttpResponse` as the answer), so the code is for logs and other
+/// clients: [`code_for_status`]'s, except that a 400 is `INVALID_ARGUMENT` — the check named
+/// a request baton cannot read — where the gRPC mapping's `INTERNAL` would blame baton.
+pub(super) fn code_for_denial(status: u16) -> GrpcCode {
+    match status {
+        400 => GrpcCode::InvalidArgument,
+        _ => code_for_status(status),
     }
 }
 

@@ -55,6 +55,21 @@ fn http_statuses_map_to_grpc_codes_as_grpc_and_envoy_map_them() {
 }
 
 #[test]
+fn ext_authz_denials_take_the_grpc_codes_but_a_400_is_an_invalid_argument() {
+    let table = [
+        (400, 3),
+        (401, 16),
+        (403, 7),
+        (404, 12),
+        (503, 14),
+        (500, 2),
+    ];
+    for (status, code) in table {
+        assert_eq!(code_for_denial(status) as u8, code, "HTTP {status}");
+    }
+}
+
+#[test]
 fn percent_encoding_leaves_visible_ascii_and_encodes_the_rest_and_percent() {
     assert_eq!(
         percent_encode("the token has expired"),
