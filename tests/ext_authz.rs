@@ -602,7 +602,8 @@ async fn the_listener_answers_http_checks_beside_grpc_and_counts_both() {
     let ok = allowed(&grpc_answer);
     assert_eq!(line(&ok.headers, "authorization"), Some(http_token));
 
-    // Refused (401), denied by the condition (403), unreadable (400), another method (404).
+    // Refused (401), denied by the condition (403), unreadable (400), another method (404),
+    // an undecodable message (400).
     let refused = h.check(check_request("GET", "/api", &[])).await;
     denied(&refused);
     let dev = h.idp_token("carol", &json!({ "team": "dev" }));
@@ -615,12 +616,29 @@ async fn the_listener_answers_http_checks_beside_grpc_and_counts_both() {
         .await;
     denied(&condition);
     denied(&h.check(CheckRequest::default()).await);
-    let other = grpc_call(h.forward_auth, "/grpc.health.v1.Health/Check").await;
+    let other = grpc_call(
+        h.forward_auth,
+        "/grpc.health.v1.Health/Check",
+        EMPTY_MESSAGE,
+    )
+    .await;
     assert_eq!(other.status, 200);
     assert_eq!(other.header("content-type"), Some("application/grpc"));
     assert_eq!(other.header("grpc-status"), Some("12"), "UNIMPLEMENTED");
     assert!(other.body.is_empty(), "trailers-only: {other:?}");
     assert!(!other.had_trailers, "trailers-only: {other:?}");
+    // A message that does not decode (a field of a wire type protobuf does not have) is
+    // refused by the gRPC server before any decision: a failed call, counted as a 400.
+    let garbage = grpc_call(
+        h.forward_auth,
+        "/envoy.service.auth.v3.Authorization/Check",
+        &[0, 0, 0, 0, 2, 0x0f, 0x01],
+    )
+    .await;
+    let code = garbage
+        .header("grpc-status")
+        .unwrap_or_else(|| panic!("no grpc-status: {garbage:?}"));
+    assert_ne!(code, "0", "{garbage:?}");
 
     let metrics = h.metrics().await;
     let checks = |status: &str| {
@@ -633,7 +651,7 @@ async fn the_listener_answers_http_checks_beside_grpc_and_counts_both() {
     assert_eq!(checks("200"), Some(2.0), "{metrics}");
     assert_eq!(checks("401"), Some(1.0), "{metrics}");
     assert_eq!(checks("403"), Some(1.0), "{metrics}");
-    assert_eq!(checks("400"), Some(1.0), "{metrics}");
+    assert_eq!(checks("400"), Some(2.0), "{metrics}");
     assert_eq!(checks("404"), Some(1.0), "{metrics}");
     let exchanges = |outcome: &str| {
         sample(
@@ -665,20 +683,22 @@ impl RawAnswer {
     }
 }
 
-/// A unary gRPC call to `path` over h2c with an empty message, by hand (no generated
-/// client knows a method Envoy's protos do not have).
-async fn grpc_call(addr: SocketAddr, path: &str) -> RawAnswer {
+/// One gRPC message frame holding an empty message: uncompressed (flag 0), length 0.
+const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
+
+/// A unary gRPC call to `path` over h2c with `frame` as its body, by hand (no generated
+/// client knows a method Envoy's protos do not have, nor sends a broken message).
+async fn grpc_call(addr: SocketAddr, path: &str, frame: &'static [u8]) -> RawAnswer {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);
-    // One empty, uncompressed message: flag 0, length 0.
     let request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .body(Full::new(Bytes::from_static(frame)))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
