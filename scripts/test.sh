@@ -69,7 +69,16 @@ if ! command -v promtool >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq prometheus >/dev/null
 fi
 
-# npm packages of the interop tests (oidc-provider, @statebacked/client), when present.
+# Chromium (Debian's): the headless browser tests/demo_browser.rs drives (with playwright-core,
+# below) through the demo's page.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test.sh: installing chromium" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# npm packages of the interop tests (oidc-provider, @statebacked/client, jose, playwright-core),
+# when present.
 if [ -f tests/interop/package.json ]; then
   if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then
     echo "test.sh: installing npm packages for the interop tests" >&2

@@ -2,14 +2,17 @@
 //!
 //! It starts, all on 127.0.0.1:
 //! - a demo IdP with its own RS256 key, JWKS, OIDC discovery, and `GET /token?user=NAME`
-//!   that issues a token for any user name;
+//!   that issues a token for any user name; at `/` it serves the demo's page (the files of
+//!   `src/demo/`, embedded in the binary), which walks the whole story in a browser: sign in,
+//!   exchange the token at baton's `POST /tokens`, call the app through the proxy, and see
+//!   `baton explain`'s verdict on a broken token (`POST /explain` on the IdP's origin);
 //! - an echo upstream that answers with what it received (method, path, headers, and the
 //!   claims of the token baton put in `Authorization`);
 //! - baton, configured to trust the IdP through discovery and to mint ES256 tokens in State
 //!   Backed's format for the service `demo-app`, with its admin listener (health, metrics and
 //!   the admin API, its token and master key in files of the demo's temp directory);
 //!
-//! then prints the commands to try.
+//! then prints the page's address and the commands to try.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
@@ -29,7 +32,7 @@ use tokio::sync::watch;
 use crate::admin::AdminState;
 use crate::clock::{Clock as _, SystemClock};
 use crate::control::{Control, Loaded};
-use crate::exchange::ExchangerOptions;
+use crate::exchange::{Exchanger, ExchangerOptions};
 use crate::keygen;
 use crate::mint::keys::SigningKey;
 use crate::server::App;
@@ -38,6 +41,14 @@ use crate::server::App;
 pub const DEMO_SERVICE: &str = "demo-app";
 /// The audience of the demo IdP's tokens.
 pub const DEMO_AUDIENCE: &str = "demo-app";
+
+/// The demo's page, with `{{BATON_URL}}` and `{{SERVICE}}` to fill in; its script and style.
+const PAGE_HTML: &str = include_str!("demo/index.html");
+const PAGE_JS: &str = include_str!("demo/demo.js");
+const PAGE_CSS: &str = include_str!("demo/demo.css");
+
+/// The largest token `POST /explain` takes: `POST /tokens`' bound on `subject_token`.
+const MAX_EXPLAIN_BYTES: usize = 16 * 1024;
 
 /// Where the demo listens: baton on `port`, the IdP on `port + 1`, the echo upstream on
 /// `port + 2`, baton's admin listener on `port + 3`; with `port` 0, all on ephemeral ports.
@@ -89,10 +100,6 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .map_err(|e| DemoError(e.to_string()))?,
     );
     let issuer = format!("http://{idp_addr}");
-    tokio::spawn(serve_http(idp_listener, {
-        let (key, issuer) = (Arc::clone(&idp_key), issuer.clone());
-        move |req| idp(req, Arc::clone(&key), issuer.clone())
-    }));
     tokio::spawn(serve_http(echo_listener, |req| async move { echo(req) }));
 
     let dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
@@ -116,6 +123,19 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let Loaded { config, sources } = Control::load(&config_path).map_err(DemoError)?;
     let app =
         App::new(config, ExchangerOptions::default()).map_err(|e| DemoError(e.to_string()))?;
+    // The IdP starts answering now that its page can explain with baton's exchanger (its
+    // listener has been queueing connections since it was bound).
+    let site = Arc::new(DemoIdp {
+        key: idp_key,
+        page: PAGE_HTML
+            .replace("{{BATON_URL}}", &format!("http://{baton_addr}"))
+            .replace("{{SERVICE}}", DEMO_SERVICE),
+        issuer,
+        exchanger: Arc::clone(app.gateway().exchanger()),
+    });
+    tokio::spawn(serve_http(idp_listener, move |req| {
+        idp(req, Arc::clone(&site))
+    }));
     let control = Arc::new(Control::new(
         Arc::clone(app.gateway()),
         config_path,
@@ -157,11 +177,15 @@ fn demo_config(issuer: &str, baton: SocketAddr, echo: SocketAddr, admin: SocketA
 [server]
 org = "org_demo"
 issuer = "http://{baton}"
+# The demo's page (served by the IdP) exchanges tokens from the browser.
+cors_origins = ["{issuer}"]
 
 [proxy]
 listen = "{baton}"
 upstream = "{echo}"
 service = "{DEMO_SERVICE}"
+# ... and calls the app through baton with its IdP token.
+cors_origins = ["{issuer}"]
 
 [admin]
 listen = "{admin}"
@@ -202,12 +226,13 @@ fn instructions(
     let token_file = token_file.display();
     format!(
         "baton demo is running (Ctrl-C to stop):
-  demo IdP       http://{idp}   issues RS256 tokens for any user name
+  demo IdP       http://{idp}   issues RS256 tokens for any user name; the demo's page at /
   baton          http://{baton}   proxy, POST /tokens, /.well-known/jwks.json
   echo upstream  http://{echo}   the app: answers with what it received
   baton admin    http://{admin}   /healthz, /readyz, /metrics, admin API (/idps, /token-providers, /keys)
 
 Try:
+  Open http://{idp}/ in a browser: sign in, exchange, call the app, explain a broken token
   TOKEN=$(curl -s 'http://{idp}/token?user=alice')
   curl -s -H \"Authorization: Bearer $TOKEN\" http://{baton}/hello
   curl -s http://{baton}/tokens -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange -d audience={DEMO_SERVICE} --data-urlencode \"subject_token=$TOKEN\"
@@ -250,48 +275,86 @@ fn reply(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>>
     response
 }
 
-/// The demo IdP.
-async fn idp(
-    req: Request<Incoming>,
+/// The demo IdP: its key and issuer, its page, and baton's exchanger for the page's
+/// `POST /explain`.
+struct DemoIdp {
     key: Arc<SigningKey>,
     issuer: String,
-) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/.well-known/openid-configuration" => reply(
+    /// `index.html` with baton's address filled in.
+    page: String,
+    exchanger: Arc<Exchanger>,
+}
+
+/// The demo IdP's answers: discovery, JWKS, tokens, and the demo's page.
+async fn idp(req: Request<Incoming>, site: Arc<DemoIdp>) -> Response<Full<Bytes>> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/" | "/index.html") => reply(200, "text/html; charset=utf-8", site.page.clone()),
+        ("GET", "/demo.js") => reply(200, "text/javascript; charset=utf-8", PAGE_JS.to_owned()),
+        ("GET", "/demo.css") => reply(200, "text/css; charset=utf-8", PAGE_CSS.to_owned()),
+        ("POST", "/explain") => explain(req, &site.exchanger).await,
+        (_, "/.well-known/openid-configuration") => reply(
             200,
             "application/json",
-            json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }).to_string(),
+            json!({ "issuer": site.issuer, "jwks_uri": format!("{}/jwks.json", site.issuer) })
+                .to_string(),
         ),
-        "/jwks.json" => reply(
+        (_, "/jwks.json") => reply(
             200,
             "application/json",
-            json!({ "keys": [key.public_jwk()] }).to_string(),
+            json!({ "keys": [site.key.public_jwk()] }).to_string(),
         ),
-        "/token" => {
+        (_, "/token") => {
             let user = req
                 .uri()
                 .query()
                 .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "user"))
                 .map_or_else(|| "demo-user".to_owned(), |(_, v)| v.into_owned());
-            let now = SystemClock.now_unix();
-            let claims = json!({
-                "iss": issuer, "aud": DEMO_AUDIENCE, "sub": format!("user|{user}"),
-                "email": format!("{user}@example.com"), "roles": ["reader"],
-                "iat": now, "exp": now + 3600,
-            });
-            let header = json!({ "alg": "RS256", "kid": key.id(), "typ": "JWT" });
-            let input = format!(
-                "{}.{}",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string())
-            );
-            match key.sign(input.as_bytes()) {
-                Ok(signature) => reply(200, "text/plain", format!("{input}.{signature}")),
-                Err(e) => reply(500, "text/plain", e.to_string()),
-            }
+            issue_token(&site, &user)
         }
         _ => reply(404, "text/plain", "not found".to_owned()),
     }
+}
+
+/// A token of the demo IdP for `user`: `sub` `user|NAME`, an hour long.
+fn issue_token(site: &DemoIdp, user: &str) -> Response<Full<Bytes>> {
+    let now = SystemClock.now_unix();
+    let claims = json!({
+        "iss": site.issuer, "aud": DEMO_AUDIENCE, "sub": format!("user|{user}"),
+        "email": format!("{user}@example.com"), "roles": ["reader"],
+        "iat": now, "exp": now + 3600,
+    });
+    let header = json!({ "alg": "RS256", "kid": site.key.id(), "typ": "JWT" });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    match site.key.sign(input.as_bytes()) {
+        Ok(signature) => reply(200, "text/plain", format!("{input}.{signature}")),
+        Err(e) => reply(500, "text/plain", e.to_string()),
+    }
+}
+
+/// `POST /explain` (the page's step 4): the body is a token; the answer is what `baton
+/// explain` would print for it with the demo's config (never the token itself).
+async fn explain(req: Request<Incoming>, exchanger: &Exchanger) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), MAX_EXPLAIN_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return reply(
+                413,
+                "text/plain",
+                format!("a token of at most {MAX_EXPLAIN_BYTES} bytes"),
+            );
+        }
+    };
+    let token = String::from_utf8_lossy(&body);
+    let (result, trace) = exchanger.explain(token.trim(), DEMO_SERVICE, None).await;
+    let report = crate::explain::report(&exchanger.config(), DEMO_SERVICE, None, &result, &trace);
+    reply(200, "text/plain; charset=utf-8", report)
 }
 
 /// The echo upstream: what a real app would receive from baton.

@@ -401,29 +401,14 @@ fn explain(
         &service,
         client,
     ));
-    match client {
-        Some(client) => println!("service {service}, client {client}:"),
-        None => println!("service {service}:"),
-    }
-    print!("{trace}");
-    match result {
-        Ok(minted) => {
-            if let Some(payload) = minted.payload() {
-                print!(
-                    "{}",
-                    baton::explain::proxy_view(&exchanger.config(), &service, payload.json())
-                );
-            }
-            println!(
-                "\nresult: accepted; a token would be minted, expiring at {}",
-                minted.expires_at
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("\nresult: refused at stage `{}`: {e}", e.stage());
-            ExitCode::FAILURE
-        }
+    print!(
+        "{}",
+        baton::explain::report(&exchanger.config(), &service, client, &result, &trace)
+    );
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -1,39 +1,17 @@
 //! `baton demo --port 0`, end to end: start the real binary, read the commands it prints
-//! after `Try:`, run them exactly as printed in one `bash` script, and check what each one
-//! shows.
+//! after `Try:` (below its first line, the page's address: `tests/demo_browser.rs` opens it),
+//! run them exactly as printed in one `bash` script, and check what each one shows.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
+
+use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-
-/// A running `baton demo`: interrupted (so it removes its temp dir) and then killed on drop.
-struct Demo {
-    child: Child,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // Ctrl-C: the demo shuts down and removes its key directory.
-            let _ = Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::demo::Demo;
 
 fn claims(token: &str) -> Value {
     let part = token.split('.').nth(1).unwrap();
@@ -47,52 +25,21 @@ fn jose_header(token: &str) -> Value {
 
 #[test]
 fn demo_commands_work_as_printed() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["demo", "--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _demo = Demo { child };
+    let demo = Demo::start();
+    let mut commands = demo.try_lines.clone();
 
-    // Read stdout on a thread so a silent demo cannot hang the test.
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut printed = Vec::new();
-    let mut commands = Vec::new();
-    let mut in_try = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines_rx.recv_timeout(left).unwrap_or_else(|e| {
-            panic!(
-                "the demo's commands did not appear ({e}); it printed:\n{}",
-                printed.join("\n")
-            )
-        });
-        printed.push(line.clone());
-        if in_try {
-            if line.is_empty() {
-                break;
-            }
-            assert!(
-                line.starts_with("  "),
-                "a line in the Try: block not indented: {line:?}"
-            );
-            commands.push(line);
-        } else if line.trim_end() == "Try:" {
-            in_try = true;
-        }
-    }
+    // First the page (the demo IdP's origin: the one `TOKEN=…` fetches from), then commands.
+    let page = demo.page_url();
+    commands.remove(0);
+    assert!(
+        page.starts_with("http://127.0.0.1:") && page.ends_with('/'),
+        "{page:?}"
+    );
+    assert!(
+        commands[0].contains(&format!("'{page}token?user=alice'")),
+        "the page is not the demo IdP's: {page:?}, {:?}",
+        commands[0]
+    );
     assert_eq!(commands.len(), 7, "{commands:#?}");
 
     // The printed lines, verbatim, each followed by a marker; then the IdP token, to check

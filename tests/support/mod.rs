@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)] // each test crate uses a different subset
 
 pub mod baton;
+pub mod demo;
 pub mod http;
 pub mod tls;
 
