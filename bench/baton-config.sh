@@ -8,6 +8,7 @@
 # public key in KEY_FILE); the provider `app`. Both mappings copy each CLAIM.
 # With BATON_POLICY=1: one route condition over every path (the method and `act.sub`) and
 # two claim headers (`act.sub`, `act.role`): the issue 10 policy on the cache-hit path.
+# With BATON_TRACES=URL: traces to the OTLP/HTTP collector at URL, batched every second.
 # With BATON_FORWARD_AUTH=ADDR: a forward-auth listener on ADDR reading nginx's
 # `X-Original-*` headers; LISTEN and UPSTREAM empty then leave the proxy listener off.
 bench_config() {
@@ -33,8 +34,13 @@ POLICY
   if [[ -n ${BATON_FORWARD_AUTH:-} ]]; then
     forward_auth=$(printf '[forward_auth]\nlisten = "%s"\noriginal_request = "x-original"\n' "$BATON_FORWARD_AUTH")
   fi
+  local telemetry=""
+  if [[ -n ${BATON_TRACES:-} ]]; then
+    telemetry=$(printf '[telemetry]\notlp_endpoint = "%s"\nexport_interval = "1s"\n' "$BATON_TRACES")
+  fi
   cat >"$file" <<TOML
 $forward_auth
+$telemetry
 
 [proxy]
 ${listen:+listen = \"$listen\"}
