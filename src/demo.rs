@@ -353,7 +353,7 @@ async fn explain(req: Request<Incoming>, exchanger: &Exchanger) -> Response<Full
     };
     let token = String::from_utf8_lossy(&body);
     let (result, trace) = exchanger.explain(token.trim(), DEMO_SERVICE, None).await;
-    let report = crate::explain::report(&exchanger.config(), DEMO_SERVICE, None, &result, &trace);
+    let report = crate::report::report(&exchanger.config(), DEMO_SERVICE, None, &result, &trace);
     reply(200, "text/plain; charset=utf-8", report)
 }
 

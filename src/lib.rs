@@ -33,6 +33,7 @@ pub mod mint;
 pub mod policy;
 pub mod proxy;
 pub mod published;
+pub mod report;
 pub mod request_path;
 pub mod secret;
 pub mod server;

@@ -403,7 +403,7 @@ fn explain(
     ));
     print!(
         "{}",
-        baton::explain::report(&exchanger.config(), &service, client, &result, &trace)
+        baton::report::report(&exchanger.config(), &service, client, &result, &trace)
     );
     if result.is_ok() {
         ExitCode::SUCCESS

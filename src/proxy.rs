@@ -44,6 +44,7 @@ use crate::traces::RequestSpan;
 
 mod auth;
 mod cors;
+mod decision;
 mod ext_authz;
 mod forward;
 mod forward_auth;

@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::errors::RequestRefused;
 use crate::sts::Reply;
 
-use super::forward_auth::Verdict;
+use super::decision::Verdict;
 use super::{Gateway, ProxyBody, Refusal, RefusedWith, auth, grpc};
 
 /// The path of the one gRPC method the forward-auth listener serves.

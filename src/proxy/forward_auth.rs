@@ -5,10 +5,10 @@
 //! is read from where `[forward_auth] original_request` says — headers set by the front
 //! proxy, or the check request's own line — and then goes through exactly the proxy's
 //! steps: the path normalized, the route found, the token exchanged or passed, the route's
-//! condition and claim headers ([`auth::authorize`]). What the proxy would have sent the app
-//! becomes the answer's headers ([`Verdict`]), for the front proxy to copy upstream; what the
-//! proxy would have answered instead is the answer itself, for the front proxy to pass to
-//! the caller.
+//! condition and claim headers (`decision`, shared with Envoy's gRPC `ext_authz`). What the
+//! proxy would have sent the app becomes the answer's headers, for the front proxy to copy
+//! upstream; what the proxy would have answered instead is the answer itself, for the front
+//! proxy to pass to the caller.
 //!
 //! `X-Forwarded-Uri` and `X-Original-URI` mean something only here: the proxy listener
 //! never reads them.
@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -30,9 +30,8 @@ use crate::errors::RequestRefused;
 use crate::published;
 use crate::request_path;
 use crate::sts::Reply;
-use crate::telemetry::Surface;
 
-use super::policy::{self, Admitted};
+use super::decision::Verdict;
 use super::{
     Caller, Gateway, ProxyBody, Refusal, answered_status, auth, ext_authz, grpc, serve_document,
     whole,
@@ -43,18 +42,6 @@ use crate::traces::RequestSpan;
 /// removes before the request goes upstream.
 const ENVOY_HEADERS_TO_REMOVE: HeaderName =
     HeaderName::from_static("x-envoy-auth-headers-to-remove");
-
-/// An allowed original request: what the app must get, as the front proxy applies it.
-#[derive(Debug, Default)]
-pub(super) struct Verdict {
-    /// Headers to set on the request to the app, replacing the client's: `Authorization`
-    /// (the token the app gets) and the claim headers the token produced.
-    pub(super) set: Vec<(HeaderName, HeaderValue)>,
-    /// Headers to remove from the request to the app: `authorization` when the app gets none
-    /// (the IdP token, a bearer on a `skip` route), and every claim header name the token did
-    /// not produce (a client's own `x-user` must not reach the app).
-    pub(super) remove: Vec<HeaderName>,
-}
 
 // === impl Gateway ===
 
@@ -139,50 +126,6 @@ impl Gateway {
             Ok(verdict) => allowed(verdict, settings.original_request),
             Err(refusal) => refusal.answer(Caller::Http),
         }
-    }
-
-    /// The proxy's decision on `original`, as a [`Verdict`] or the answer instead.
-    pub(super) async fn decide(
-        &self,
-        config: &Config,
-        mut original: Parts,
-    ) -> Result<Verdict, Refusal> {
-        auth::normalize_target(&mut original).map_err(|refused| auth::refusal(&refused))?;
-        let names = &config.proxy.claim_header_names;
-        // As on the proxy listener: a condition never reads a client's own claim headers.
-        policy::strip_claim_headers(&mut original.headers, names);
-        let had_authorization = original.headers.contains_key(header::AUTHORIZATION);
-        let admitted: Admitted = auth::authorize(
-            &self.exchanger,
-            &self.metrics,
-            Surface::ForwardAuth,
-            config,
-            &mut original,
-        )
-        .await?;
-        // The headers the proxy would send the app, of which the answer carries baton's own.
-        let mut headers = original.headers;
-        policy::apply(&mut headers, admitted);
-        let mut verdict = Verdict::default();
-        let authorizations = headers.get_all(header::AUTHORIZATION);
-        if authorizations.iter().next().is_some() {
-            for value in authorizations {
-                verdict.set.push((header::AUTHORIZATION, value.clone()));
-            }
-        } else if had_authorization {
-            verdict.remove.push(header::AUTHORIZATION);
-        }
-        for name in names {
-            // The names were checked when the config loaded.
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            match headers.get(&name) {
-                Some(value) => verdict.set.push((name, value.clone())),
-                None => verdict.remove.push(name),
-            }
-        }
-        Ok(verdict)
     }
 }
 
