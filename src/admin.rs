@@ -6,7 +6,7 @@
 //! - `/metrics`: Prometheus metrics, OpenMetrics text.
 //! - `/idps`, `/token-providers`, `/keys` (State Backed's shapes, `reference/
 //!   statebacked.openapi.v3.yaml`): list every entry, the config file's marked `readOnly`;
-//!   write entries that persist in the state file ([`crate::control`]). `/idps` and
+//!   write entries that persist in the state file or the store ([`crate::control`]). `/idps` and
 //!   `/token-providers` bodies may also carry `condition` (baton's extension: a CEL condition,
 //!   validated like the file's, listed back when set). They need
 //!   `Authorization: Bearer <[admin] token_env's value>`.
@@ -482,6 +482,7 @@ fn admin_error(e: &AdminError) -> Response<Full<Bytes>> {
         AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
         AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         AdminError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "admin API: the state could not be saved");
@@ -530,12 +531,21 @@ async fn probe(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
             let idps = exchanger.keys_ready().await;
             let draining = state.draining.load(Ordering::Acquire);
             let ready = !draining && idps.iter().all(|(_, ready)| *ready);
-            let body = json!({
+            let mut body = json!({
                 "ready": ready,
                 "draining": draining,
                 "config_generation": exchanger.generation(),
                 "idps": idps.into_iter().map(|(name, ready)| (name, serde_json::Value::Bool(ready))).collect::<serde_json::Map<_, _>>(),
             });
+            // Readiness does not depend on the store: a revision is loaded (baton does not
+            // start without one) and keeps serving while the store is down.
+            if let (Some(store), Value::Object(body)) = (state.control.store(), &mut body) {
+                let status = store.status();
+                body.insert(
+                    "store".into(),
+                    json!({ "connected": status.connected(), "revision": status.revision() }),
+                );
+            }
             let status = if ready {
                 StatusCode::OK
             } else {

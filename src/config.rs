@@ -14,6 +14,7 @@ mod providers;
 mod proxy;
 mod server;
 pub mod spec;
+mod store;
 mod telemetry;
 
 use std::fmt;
@@ -40,9 +41,10 @@ pub use server::{
     DEFAULT_TOKENS_PATH, LogFormat, ServerConfig,
 };
 use spec::{
-    AdminSpec, DurationSpec, ForwardAuthSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec,
+    AdminSpec, DurationSpec, ForwardAuthSpec, IdpSpec, KeySpec, ProxySpec, ServerSpec, StoreSpec,
     TelemetrySpec, TokenProviderSpec,
 };
+pub use store::StoreConfig;
 pub use telemetry::{DEFAULT_EXPORT_INTERVAL, TelemetryConfig};
 
 use crate::idp::IdentityProvider;
@@ -63,6 +65,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[store]`, when the admin API's entries live in PostgreSQL instead of a state file.
+    pub store: Option<StoreConfig>,
     /// `[[keys]]`.
     pub keys: Vec<Arc<SigningKey>>,
     /// `[[idps]]`, in file order.
@@ -228,6 +232,7 @@ impl Loader<'_> {
         let mut forward_auth: Option<ForwardAuthSpec> = None;
         let mut telemetry = TelemetrySpec::default();
         let mut admin = AdminSpec::default();
+        let mut store: Option<StoreSpec> = None;
         let (mut keys, mut idps, mut providers) = (Vec::new(), Vec::new(), Vec::new());
         for (key, value) in root.into_inner() {
             let name = key.get_ref().to_string();
@@ -239,14 +244,15 @@ impl Loader<'_> {
                     forward_auth = Some(self.section(value, &name).unwrap_or_default());
                 }
                 "admin" => admin = self.section(value, &name).unwrap_or_default(),
+                "store" => store = Some(self.section(value, &name).unwrap_or_default()),
                 "keys" => keys = self.array::<KeySpec>(value, &name),
                 "idps" => idps = self.array::<IdpSpec>(value, &name),
                 "token_providers" => providers = self.array::<TokenProviderSpec>(value, &name),
                 _ => self.error_at(
                     Some(key.span()),
                     name.clone(),
-                    "unknown section; expected server, proxy, forward_auth, admin, telemetry, keys, \
-                     idps or token_providers"
+                    "unknown section; expected server, proxy, forward_auth, admin, store, telemetry, \
+                     keys, idps or token_providers"
                         .to_owned(),
                 ),
             }
@@ -285,6 +291,7 @@ impl Loader<'_> {
         let forward_auth = forward_auth.map(|spec| self.forward_auth(spec));
         let proxy = self.proxy(proxy, &providers, forward_auth.is_some());
         let admin = self.admin(admin);
+        let store = store.map(|spec| self.store(spec, &admin));
         let telemetry = self.telemetry(telemetry);
         Config {
             server,
@@ -292,6 +299,7 @@ impl Loader<'_> {
             forward_auth,
             telemetry,
             admin,
+            store: store.flatten(),
             keys,
             idps: idps.into_iter().map(|(idp, _)| idp).collect(),
             token_providers: providers,

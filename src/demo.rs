@@ -120,7 +120,9 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         "baton.toml",
         demo_config(&issuer, baton_addr, echo_addr, admin_addr).as_bytes(),
     )?;
-    let Loaded { config, sources } = Control::load(&config_path).map_err(DemoError)?;
+    let Loaded {
+        config, sources, ..
+    } = Control::load(&config_path).map_err(DemoError)?;
     let app =
         App::new(config, ExchangerOptions::default()).map_err(|e| DemoError(e.to_string()))?;
     // The IdP starts answering now that its page can explain with baton's exchanger (its
@@ -140,6 +142,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         Arc::clone(app.gateway()),
         config_path,
         sources,
+        None,
     ));
     tokio::spawn(crate::admin::serve(
         admin_listener,

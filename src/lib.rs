@@ -38,6 +38,7 @@ pub mod request_path;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod sts;
 pub mod telemetry;
 pub mod tls;

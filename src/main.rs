@@ -94,6 +94,31 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the `[store]` database.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the store's schema, or migrate it to this baton's version.
+    Migrate {
+        /// The TOML config file (its `[store]` names the database).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Rotate the master key: seal the latest revision's secrets with the config's master key
+    /// (they open with the old one), as a new revision.
+    Reseal {
+        /// The TOML config file, its master key the new one.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The environment variable holding the old master key (32 bytes, base64).
+        #[arg(long)]
+        old_master_key_env: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +181,7 @@ fn main() -> ExitCode {
             },
             &out,
         ),
+        Command::Store { command } => store(command),
     }
 }
 
@@ -242,6 +268,84 @@ fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
 /// The config file with the admin API's state file over it, as `baton serve` would load it.
 fn load(path: &std::path::Path) -> Result<Config, String> {
     baton::control::Control::load(path).map(|loaded| loaded.config)
+}
+
+/// `baton store migrate` and `baton store reseal`.
+fn store(command: StoreCommand) -> ExitCode {
+    let (StoreCommand::Migrate { config: path } | StoreCommand::Reseal { config: path, .. }) =
+        &command;
+    // The file alone: the store's entries are what these commands work on.
+    let config = match Config::read_file(path)
+        .and_then(|file| Config::from_file_text(path, &file, Default::default()))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            print_error(&format!("{}: {e}", path.display()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let (Some(store_config), Some(master_key)) = (&config.store, &config.admin.master_key) else {
+        eprintln!(
+            "{}: no [store] (with [admin] master_key_env)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let store = match baton::store::Store::new(store_config, master_key) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    let done = match command {
+        StoreCommand::Migrate { .. } => runtime.block_on(store.migrate()).map(|m| match m {
+            baton::store::Migration::Migrated { from } => format!(
+                "migrated the store's schema from version {from} to {}",
+                baton::store::SCHEMA_VERSION
+            ),
+            baton::store::Migration::UpToDate => format!(
+                "the store's schema is at version {} already",
+                baton::store::SCHEMA_VERSION
+            ),
+        }),
+        StoreCommand::Reseal {
+            old_master_key_env, ..
+        } => {
+            let old = std::env::var(&old_master_key_env)
+                .map_err(|_| format!("environment variable {old_master_key_env} is not set"))
+                .and_then(|value| {
+                    baton::secret::master_key(value.as_bytes())
+                        .map_err(|e| format!("{old_master_key_env}: {e}"))
+                });
+            match old {
+                Ok(old) => runtime
+                    .block_on(store.reseal(&old))
+                    .map(|revision| format!("resealed every secret as revision {revision}")),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match done {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints a load error (it names the file) on standard error.

@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::exchange::Exchanger;
+use crate::store::StoreStatus;
 
 /// Every metric baton exports.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub struct Metrics {
     /// The per-request series, resolved once: a `Family` lookup hashes its labels with
     /// SipHash under a lock (and `exchanges`' labels would be allocated) on every request.
     hot: HotSeries,
+    /// The store's follower, with `[store]` (its metrics are exported only then).
+    store: Arc<OnceLock<Arc<StoreStatus>>>,
 }
 
 /// Handles to series of the families above (a handle shares its series' value).
@@ -165,7 +168,10 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register_collector(Box::new(ExchangerCollector(exchanger)));
+        let store = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(StoreCollector(Arc::clone(&store))));
         Self {
+            store,
             registry,
             exchanges,
             exchange_seconds,
@@ -181,7 +187,12 @@ impl Metrics {
         }
     }
 
-    /// Records one configuration change: `source` is `file` or `admin`.
+    /// Exports the store's metrics from `status` (once; later calls are ignored).
+    pub fn attach_store(&self, status: Arc<StoreStatus>) {
+        let _ = self.store.set(status);
+    }
+
+    /// Records one configuration change: `source` is `file`, `admin` or `store`.
     pub fn config_reload(&self, source: &'static str, applied: bool) {
         let outcome = if applied { "applied" } else { "rejected" };
         self.reloads
@@ -318,6 +329,41 @@ impl Collector for ExchangerCollector {
             "Configuration generation (1 at start, +1 per reload)",
             None,
             generation.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The store's follower, read at scrape time.
+#[derive(Debug)]
+struct StoreCollector(Arc<OnceLock<Arc<StoreStatus>>>);
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(status) = self.0.get() else {
+            return Ok(());
+        };
+        let reconnects = ConstCounter::new(status.reconnects());
+        reconnects.encode(encoder.encode_descriptor(
+            "store_reconnects",
+            "Times this baton connected to the store again after losing it",
+            None,
+            reconnects.metric_type(),
+        )?)?;
+        let revision = ConstGauge::new(status.revision());
+        revision.encode(encoder.encode_descriptor(
+            "store_revision",
+            "The store revision served (0: the store had none)",
+            None,
+            revision.metric_type(),
+        )?)?;
+        let connected = ConstGauge::new(i64::from(status.connected()));
+        connected.encode(encoder.encode_descriptor(
+            "store_connected",
+            "Whether this baton is connected to the store (1) or serving its last revision \
+             without it (0)",
+            None,
+            connected.metric_type(),
         )?)?;
         Ok(())
     }

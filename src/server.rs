@@ -367,7 +367,15 @@ impl Drop for OpenConnection {
 /// `baton serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP and when the config
 /// file changes.
 pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
-    let Loaded { config, sources } = loaded;
+    let Loaded {
+        config,
+        sources,
+        store,
+        notes,
+    } = loaded;
+    for note in &notes {
+        tracing::warn!("{note}");
+    }
     if let Some(state_file) = &config.admin.state_file {
         // Before the admin listener runs: no write of this process is in progress yet.
         match crate::state::remove_stale_temp_files(state_file) {
@@ -404,7 +412,18 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
     };
     let admin_listener = bind(admin_listen, " (admin)").await?;
     let gateway = Arc::clone(app.gateway());
-    let control = Arc::new(Control::new(Arc::clone(&gateway), config_path, sources));
+    if let Some(store) = &store {
+        gateway.metrics().attach_store(Arc::clone(store.status()));
+    }
+    let control = Arc::new(Control::new(
+        Arc::clone(&gateway),
+        config_path,
+        sources,
+        store.clone(),
+    ));
+    // Loads the revisions written through other batons, and catches up after the store was
+    // unreachable.
+    let follower = store.map(|store| tokio::spawn(store.follow(Arc::clone(&control))));
     let admin = Arc::new(AdminState::new(Arc::clone(&control)));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&admin)));
     tokio::spawn({
@@ -452,7 +471,11 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
         }
     }
     signals.abort();
-    for watcher in tls_watchers.into_iter().chain([watcher]).flatten() {
+    for watcher in tls_watchers
+        .into_iter()
+        .chain([watcher, follower])
+        .flatten()
+    {
         watcher.abort();
     }
     admin_task.abort();

@@ -45,6 +45,10 @@ const TEMP_RANDOM_CHARS: usize = 6;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiState {
     version: u32,
+    /// The store's revision this document is (absent in a state file). Covered by the MAC, so
+    /// a document cannot be replayed into the store as another revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<i64>,
     /// HMAC-SHA256 of the document without this field (only in the file, checked at load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mac: Option<String>,
@@ -147,6 +151,9 @@ pub enum AdminError {
     /// The state file cannot be read, written or unsealed (500; nothing changed).
     #[error("{0}")]
     Storage(String),
+    /// The store cannot be reached now (503; nothing changed, try again).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 // === impl ApiState ===
@@ -164,13 +171,21 @@ impl ApiState {
                 )));
             }
         };
-        let mut state: Self = serde_json::from_slice(&bytes).map_err(|e| {
-            AdminError::Storage(format!("the state file {} is invalid: {e}", path.display()))
-        })?;
+        Self::from_document(
+            &bytes,
+            &format!("the state file {}", path.display()),
+            master,
+        )
+    }
+
+    /// Parses a sealed document (a state file's, a store revision's) and checks its MAC;
+    /// `what` names it in errors.
+    pub fn from_document(bytes: &[u8], what: &str, master: &Secret) -> Result<Self, AdminError> {
+        let mut state: Self = serde_json::from_slice(bytes)
+            .map_err(|e| AdminError::Storage(format!("{what} is invalid: {e}")))?;
         if state.version != VERSION {
             return Err(AdminError::Storage(format!(
-                "the state file {} has version {}; this baton reads version {VERSION}",
-                path.display(),
+                "{what} has version {}; this baton reads version {VERSION}",
                 state.version
             )));
         }
@@ -178,11 +193,53 @@ impl ApiState {
         let mac = LENIENT_URL_SAFE.decode(mac).unwrap_or_default();
         if hmac::verify(&mac_key(master), &state.canonical()?, &mac).is_err() {
             return Err(AdminError::Storage(format!(
-                "the state file {} does not match the master key (another key, or an edited file)",
-                path.display()
+                "{what} does not match the master key (another key, or edited outside baton)"
             )));
         }
         Ok(state)
+    }
+
+    /// The document with its MAC, as [`ApiState::from_document`] reads it.
+    pub fn to_document(&self, master: &Secret) -> Result<Vec<u8>, AdminError> {
+        let mut signed = self.clone();
+        signed.mac = Some(b64url(
+            hmac::sign(&mac_key(master), &self.canonical()?).as_ref(),
+        ));
+        serde_json::to_vec_pretty(&signed)
+            .map_err(|e| AdminError::Storage(format!("cannot encode the state: {e}")))
+    }
+
+    /// The store revision this document is, when it is one.
+    pub fn revision(&self) -> Option<i64> {
+        self.revision
+    }
+
+    /// This state as the store's `revision`.
+    pub fn with_revision(mut self, revision: i64) -> Self {
+        self.revision = Some(revision);
+        self
+    }
+
+    /// Whether the state has no entries (whatever its revision).
+    pub fn is_empty(&self) -> bool {
+        self.idps.is_empty() && self.token_providers.is_empty() && self.keys.is_empty()
+    }
+
+    /// The same entries with every secret sealed again under `new` (they open with `old`,
+    /// as the whole document's MAC must). For a master key's rotation.
+    pub fn reseal(&self, old: &Secret, new: &Secret) -> Result<Self, AdminError> {
+        let mut resealed = self.clone();
+        for key in &mut resealed.keys {
+            let aad = key_aad(&key.id);
+            key.secret = seal(new, &aad, unseal(old, &aad, &key.secret)?.expose())?;
+        }
+        for idp in &mut resealed.idps {
+            let aad = idp_aad(idp.iss.as_deref(), idp.aud.as_deref());
+            if let Some(sealed) = &idp.key {
+                idp.key = Some(seal(new, &aad, unseal(old, &aad, sealed)?.expose())?);
+            }
+        }
+        Ok(resealed)
     }
 
     /// The document the MAC covers: the state without its MAC, as serde writes it (field
@@ -208,12 +265,7 @@ impl ApiState {
         let fail = |what: &str, e: std::io::Error| {
             AdminError::Storage(format!("cannot {what} {}: {e}", path.display()))
         };
-        let mut signed = self.clone();
-        signed.mac = Some(b64url(
-            hmac::sign(&mac_key(master), &self.canonical()?).as_ref(),
-        ));
-        let json = serde_json::to_vec_pretty(&signed)
-            .map_err(|e| AdminError::Storage(format!("cannot encode the state: {e}")))?;
+        let json = self.to_document(master)?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
         let mut temp = tempfile::Builder::new()

@@ -145,6 +145,23 @@ pub struct AdminSpec {
     pub master_key_file: Option<String>,
 }
 
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    /// The environment variable holding the store's `postgres://` URL.
+    pub url_env: Option<String>,
+    /// Or a file holding it.
+    pub url_file: Option<String>,
+    /// Where the last loaded revision is kept, sealed, for a start while the store is down.
+    pub snapshot_file: Option<String>,
+    /// Create or migrate the schema at start (default false: `baton store migrate`).
+    #[serde(default)]
+    pub migrate: bool,
+    /// PEM roots that verify the database's certificate (default: the system's roots).
+    pub ca_file: Option<String>,
+}
+
 /// One `[[keys]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

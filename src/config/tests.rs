@@ -665,3 +665,68 @@ fn delegation_defaults_to_false_and_takes_a_bool() {
     );
     assert!(load(&wrong).is_err());
 }
+
+#[test]
+fn a_store_is_exclusive_with_the_state_file_and_needs_the_master_key_and_token() {
+    let vars = |name: &str| match name {
+        "T" => Some("admin-token".to_owned()),
+        "M" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
+        "URL" => {
+            Some("postgres://baton:s3cret-pw@db.internal:5432/baton?sslmode=verify-full".to_owned())
+        }
+        "BAD_URL" => Some("mysql://baton:s3cret-pw@db.internal/baton".to_owned()),
+        _ => None,
+    };
+    let load = |source: &str| Config::from_toml(source, Path::new("/etc/baton"), &vars);
+    let config = load(
+        "[admin]\ntoken_env = \"T\"\nmaster_key_env = \"M\"\n[store]\nurl_env = \"URL\"\nsnapshot_file = \"snap.json\"",
+    )
+    .unwrap();
+    let store = config.store.unwrap();
+    assert!(store.tls_required);
+    assert!(!store.migrate);
+    assert_eq!(store.postgres.get_dbname(), Some("baton"));
+    assert_eq!(
+        store.snapshot_file.as_deref(),
+        Some(Path::new("/etc/baton/snap.json"))
+    );
+    assert!(!format!("{store:?}").contains("s3cret"));
+
+    let messages = |source: &str| -> Vec<String> {
+        load(source)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    };
+    let both = messages(
+        "[admin]\ntoken_env = \"T\"\nmaster_key_env = \"M\"\nstate_file = \"s.json\"\n[store]\nurl_env = \"URL\"",
+    );
+    assert!(
+        both.iter()
+            .any(|m| m.starts_with("store: [store] and [admin] state_file are exclusive")),
+        "{both:?}"
+    );
+    let alone = messages("[store]\nurl_env = \"URL\"");
+    assert!(
+        alone.iter().any(|m| m.contains("master_key_env")),
+        "{alone:?}"
+    );
+    assert!(alone.iter().any(|m| m.contains("token_env")), "{alone:?}");
+    let bad = messages(
+        "[admin]\ntoken_env = \"T\"\nmaster_key_env = \"M\"\n[store]\nurl_env = \"BAD_URL\"",
+    );
+    assert_eq!(
+        bad,
+        ["store.url_env: is not a postgres:// or postgresql:// URL"]
+    );
+    let unknown =
+        messages("[admin]\ntoken_env = \"T\"\nmaster_key_env = \"M\"\n[store]\nurl = \"x\"");
+    assert!(
+        unknown
+            .iter()
+            .any(|m| m.starts_with("store: unknown field `url`")),
+        "{unknown:?}"
+    );
+}

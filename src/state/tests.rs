@@ -346,3 +346,42 @@ fn save_names_its_temp_files_with_the_pattern_clean_up_removes() {
         assert!(is_temp_file_name(&name), "{name}");
     }
 }
+
+#[test]
+fn a_revision_is_covered_by_the_mac_and_a_reseal_opens_with_the_new_key_only() {
+    let (old, new) = (Secret::new([1u8; 32]), Secret::new([2u8; 32]));
+    let mut state = ApiState::empty();
+    let (_, secret) = state
+        .create_key(
+            &old,
+            "k".to_owned(),
+            Vec::new(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let document = state.clone().with_revision(7).to_document(&old).unwrap();
+    let read = ApiState::from_document(&document, "revision 7", &old).unwrap();
+    assert_eq!(read.revision(), Some(7));
+    // The same document claiming another revision no longer verifies.
+    let text = String::from_utf8(document).unwrap();
+    let moved = text.replace("\"revision\": 7", "\"revision\": 8");
+    assert_ne!(moved, text);
+    let e = ApiState::from_document(moved.as_bytes(), "revision 8", &old).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("revision 8 does not match the master key"),
+        "{e}"
+    );
+
+    let resealed = read.reseal(&old, &new).unwrap();
+    let entries = resealed.entries(&new).unwrap();
+    assert_eq!(
+        entries.keys[0].1.secret.as_deref().map(str::as_bytes),
+        Some(secret.expose())
+    );
+    assert!(resealed.entries(&old).is_err());
+    assert!(
+        read.reseal(&new, &old).is_err(),
+        "a reseal needs the key it was sealed with"
+    );
+}
