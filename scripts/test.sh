@@ -77,6 +77,15 @@ if [ ! -x /usr/bin/chromium ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# PostgreSQL's server binaries, for the `[store]` tests (tests/store.rs): each test runs a
+# throwaway server of its own (initdb into a temporary directory, a free port); the package's
+# own cluster is not used, and RUNLEVEL=1 keeps it from starting.
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && [ -z "${BATON_TEST_PG_BIN:-}" ]; then
+  echo "test.sh: installing postgresql" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq postgresql >/dev/null
+fi
+
 # npm packages of the interop tests (oidc-provider, @statebacked/client, jose, playwright-core),
 # when present.
 if [ -f tests/interop/package.json ]; then

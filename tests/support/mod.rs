@@ -6,6 +6,7 @@
 pub mod baton;
 pub mod demo;
 pub mod http;
+pub mod postgres;
 pub mod tls;
 
 use std::convert::Infallible;
