@@ -224,8 +224,8 @@ impl Store {
             Err(AdminError::Unavailable(reason)) => {
                 let Some(file) = self.snapshot_file().filter(|f| f.exists()) else {
                     return Err(format!(
-                        "the store is unreachable ({reason}) and there is no [store] \
-                         snapshot_file to start from"
+                        "the store is unreachable ({reason}) and there is no snapshot file \
+                         ([store] snapshot_file) to start from"
                     ));
                 };
                 let state = ApiState::load(file, &self.master_key).map_err(|e| e.to_string())?;
@@ -596,7 +596,14 @@ fn unreachable_in(what: &str) -> AdminError {
 /// A database error as an admin error: unreachable (503) when the connection failed or the
 /// server is going away or overloaded, else a storage error (500).
 fn failure(e: tokio_postgres::Error) -> AdminError {
-    let message = format!("the store: {e}");
+    // The causes too: "error performing TLS handshake" alone does not say which certificate
+    // was refused. None of them holds the URL's password.
+    let mut message = format!("the store: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
     let Some(db) = e.as_db_error() else {
         return AdminError::Unavailable(message);
     };

@@ -1020,3 +1020,61 @@ async fn a_master_key_is_rotated_by_resealing_every_entry() {
         .await;
     assert_eq!(status, 204, "the new key writes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified_against_ca_file() {
+    let ca = support::tls::TestCa::new();
+    let postgres = Postgres::start_tls(&ca.leaf("postgres", 1)).await;
+    let url = format!("{}?sslmode=verify-full", postgres.url());
+
+    // Without the test CA among the roots the handshake fails: never a fallback to
+    // cleartext, and the URL's password is not in the error.
+    let dir = tempfile::tempdir().unwrap();
+    node_files(dir.path(), STORE);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("baton.toml"))
+        .envs([
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("MASTER_KEY", MASTER_KEY),
+            ("BATON_STORE_URL", url.as_str()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(!stderr.contains(support::postgres::PASSWORD), "{stderr}");
+
+    // With it, every connection of the two batons is TLS.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let store = format!("{STORE}\nca_file = \"ca.pem\"");
+    let a = Node::start_in(dir, &url, &store, MASTER_KEY).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let b = Node::start_in(dir, &url, &store, MASTER_KEY).await;
+    let (status, body) = a
+        .call(
+            "POST",
+            "/token-providers",
+            Some(provider("over-tls", "sbk_file")),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    served_by_all(&[&b], "over-tls", Instant::now(), CONVERGENCE).await;
+    let rows = postgres
+        .client()
+        .await
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'baton'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let tls: Vec<bool> = rows.iter().map(|row| row.get(0)).collect();
+    // Each baton's follower, and a's writer.
+    assert!(tls.len() >= 3, "{tls:?}");
+    assert!(tls.iter().all(|ssl| *ssl), "{tls:?}");
+}

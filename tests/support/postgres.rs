@@ -26,6 +26,8 @@ pub struct Postgres {
     /// user.
     run_as: Option<(u32, u32)>,
     server: Option<ChildGuard>,
+    /// `-c` settings besides the defaults (TLS).
+    settings: Vec<String>,
     /// How many times the server was started (each start logs to its own file).
     starts: u32,
     _dir: tempfile::TempDir,
@@ -36,6 +38,16 @@ pub struct Postgres {
 impl Postgres {
     /// initdb and start a server; waits until it accepts connections.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that also speaks TLS with `leaf`'s certificate (clients may still connect in
+    /// cleartext: `sslmode` decides).
+    pub async fn start_tls(leaf: &super::tls::Leaf) -> Self {
+        Self::start_with(Some(leaf)).await
+    }
+
+    async fn start_with(tls: Option<&super::tls::Leaf>) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let run_as = is_root().then(postgres_ids);
@@ -60,7 +72,32 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        let mut settings = Vec::new();
+        if let Some(leaf) = tls {
+            for (name, content) in [
+                ("server.crt", &leaf.chain_pem),
+                ("server.key", &leaf.key_pem),
+            ] {
+                let file = dir.path().join(name);
+                std::fs::write(&file, content).unwrap();
+                // The server refuses a key others can read.
+                std::fs::set_permissions(
+                    &file,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                if let Some((uid, gid)) = run_as {
+                    std::os::unix::fs::chown(&file, Some(uid), Some(gid)).unwrap();
+                }
+            }
+            settings.extend([
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", dir.path().join("server.crt").display()),
+                format!("ssl_key_file={}", dir.path().join("server.key").display()),
+            ]);
+        }
         let mut postgres = Self {
+            settings,
             port: reserve_port(),
             bin,
             data,
@@ -135,6 +172,7 @@ impl Postgres {
                 "-c",
                 "max_connections=50",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
