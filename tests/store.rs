@@ -29,6 +29,12 @@ const FILE_IDP_SECRET: &str = "file-idp-secret";
 const STORE_LOCK: i64 = 0x6261_746f_6e00_0001;
 /// How soon a write through one baton must be served by every other.
 const CONVERGENCE: Duration = Duration::from_secs(1);
+/// How long the tests that do not measure convergence wait for it (a loaded machine).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The convergence test runs alone (the others hold this shared): ten tests' batons and
+/// databases at once on a small machine would measure the machine's load, not baton.
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// One baton of the fleet, with its own directory (config, log, snapshot file).
 struct Node {
@@ -269,6 +275,7 @@ async fn max_revision(client: &tokio_postgres::Client) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_one_baton_is_served_by_every_baton_within_a_second() {
+    let _alone = ALONE.write().await;
     let postgres = Postgres::start().await;
     let mut nodes = Vec::new();
     for _ in 0..4 {
@@ -332,6 +339,7 @@ async fn a_write_through_one_baton_is_served_by_every_baton_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_writes_through_two_batons_at_once_end_in_a_valid_state() {
+    let _shared = ALONE.read().await;
     let postgres = Postgres::start().await;
     let (a, b) = (
         Node::start(&postgres.url()).await,
@@ -381,7 +389,7 @@ async fn conflicting_writes_through_two_batons_at_once_end_in_a_valid_state() {
         // Both batons end on the same revision, where a provider's key exists.
         let revision = max_revision(&postgres.client().await).await;
         for node in [&a, &b] {
-            node.wait_revision(revision, CONVERGENCE).await;
+            node.wait_revision(revision, SETTLE).await;
             let (_, providers) = node.call("GET", "/token-providers", None).await;
             let (_, keys) = node.call("GET", "/keys", None).await;
             let has_provider = providers.to_string().contains(&service);
@@ -395,6 +403,7 @@ async fn conflicting_writes_through_two_batons_at_once_end_in_a_valid_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_restarted_batons_keep_serving_and_catch_up_after() {
+    let _shared = ALONE.read().await;
     let mut postgres = Postgres::start().await;
     let nodes = [
         Node::start(&postgres.url()).await,
@@ -413,7 +422,7 @@ async fn with_the_database_restarted_batons_keep_serving_and_catch_up_after() {
         204
     );
     for node in &nodes {
-        node.wait_revision(1, CONVERGENCE).await;
+        node.wait_revision(1, SETTLE).await;
     }
 
     postgres.stop().await;
@@ -455,13 +464,7 @@ async fn with_the_database_restarted_batons_keep_serving_and_catch_up_after() {
         )
         .await;
     assert_eq!(status, 204, "{body}");
-    let times = served_by_all(
-        &[&nodes[0], &nodes[2]],
-        "after",
-        Instant::now(),
-        CONVERGENCE,
-    )
-    .await;
+    let times = served_by_all(&[&nodes[0], &nodes[2]], "after", Instant::now(), SETTLE).await;
     eprintln!("after the restart: served after {times:?}");
     for node in &nodes {
         assert_eq!(node.exchange("before").await, 200);
@@ -519,6 +522,7 @@ impl Cable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_baton_that_missed_notifications_while_cut_off_catches_up() {
+    let _shared = ALONE.read().await;
     let postgres = Postgres::start().await;
     let cable = Cable::to(postgres.port).await;
     let writer = Node::start(&postgres.url()).await;
@@ -542,7 +546,7 @@ async fn a_baton_that_missed_notifications_while_cut_off_catches_up() {
             204
         );
     }
-    other.wait_revision(3, CONVERGENCE).await;
+    other.wait_revision(3, SETTLE).await;
     assert_eq!(cut_off.exchange("missed-3").await, 400);
     let (status, ready) = cut_off.readyz().await;
     assert_eq!(status, 200);
@@ -564,6 +568,7 @@ async fn a_baton_that_missed_notifications_while_cut_off_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_changed_behind_batons_back_is_refused_with_the_reason() {
+    let _shared = ALONE.read().await;
     let postgres = Postgres::start().await;
     let nodes = [
         Node::start(&postgres.url()).await,
@@ -583,7 +588,7 @@ async fn a_row_changed_behind_batons_back_is_refused_with_the_reason() {
         );
     }
     for node in &nodes {
-        node.wait_revision(2, CONVERGENCE).await;
+        node.wait_revision(2, SETTLE).await;
     }
     let client = postgres.client().await;
 
@@ -687,6 +692,7 @@ async fn wait_log(baton: &Baton, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_killed_mid_write_leaves_no_partial_state() {
+    let _shared = ALONE.read().await;
     let postgres = Postgres::start().await;
     let mut nodes = vec![
         Node::start(&postgres.url()).await,
@@ -773,7 +779,7 @@ async fn a_writer_killed_mid_write_leaves_no_partial_state() {
         .collect();
     assert_eq!(documents.len(), 2);
     assert!(documents.iter().all(|d| !d.contains("\"lost\"")));
-    served_by_all(&[&nodes[1]], "next", Instant::now(), CONVERGENCE).await;
+    served_by_all(&[&nodes[1]], "next", Instant::now(), SETTLE).await;
     for node in &nodes {
         assert_eq!(node.exchange("kept").await, 200);
         assert_eq!(node.exchange("lost").await, 400);
@@ -782,6 +788,7 @@ async fn a_writer_killed_mid_write_leaves_no_partial_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_metacharacters_in_every_admin_field_round_trip_as_data() {
+    let _shared = ALONE.read().await;
     let postgres = Postgres::start().await;
     let (a, b) = (
         Node::start(&postgres.url()).await,
@@ -817,7 +824,7 @@ async fn sql_metacharacters_in_every_admin_field_round_trip_as_data() {
         204
     );
 
-    b.wait_revision(3, CONVERGENCE).await;
+    b.wait_revision(3, SETTLE).await;
     let (_, idps) = b.call("GET", "/idps", None).await;
     let listed = idps["idps"]
         .as_array()
@@ -859,11 +866,12 @@ async fn sql_metacharacters_in_every_admin_field_round_trip_as_data() {
         )
         .await;
     assert_eq!(status, 204, "{body}");
-    a.wait_revision(4, CONVERGENCE).await;
+    a.wait_revision(4, SETTLE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_is_baton_s_and_a_snapshot_starts_a_baton_while_the_store_is_down() {
+    let _shared = ALONE.read().await;
     let mut postgres = Postgres::start().await;
 
     // Without `migrate`, a start on an empty database names `baton store migrate`.
@@ -954,6 +962,7 @@ snapshot_file = "snapshot.json""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_key_is_rotated_by_resealing_every_entry() {
+    let _shared = ALONE.read().await;
     let postgres = Postgres::start().await;
     let old = Node::start(&postgres.url()).await;
     let (status, key) = old
@@ -1023,6 +1032,7 @@ async fn a_master_key_is_rotated_by_resealing_every_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_database_is_verified_against_ca_file() {
+    let _shared = ALONE.read().await;
     let ca = support::tls::TestCa::new();
     let postgres = Postgres::start_tls(&ca.leaf("postgres", 1)).await;
     let url = format!("{}?sslmode=verify-full", postgres.url());
@@ -1062,7 +1072,7 @@ async fn tls_to_the_database_is_verified_against_ca_file() {
         )
         .await;
     assert_eq!(status, 204, "{body}");
-    served_by_all(&[&b], "over-tls", Instant::now(), CONVERGENCE).await;
+    served_by_all(&[&b], "over-tls", Instant::now(), SETTLE).await;
     let rows = postgres
         .client()
         .await
