@@ -370,7 +370,13 @@ impl Store {
                 Err(e) => {
                     reconnecting = true;
                     self.status.connected.store(false, Ordering::Release);
-                    tracing::debug!(error = %e, "cannot reach the store; retrying");
+                    // Unreachable: said once, when the connection was lost. Anything else (a
+                    // schema gone, a refused login) needs someone: said at each attempt.
+                    if matches!(e, AdminError::Unavailable(_)) {
+                        tracing::debug!(error = %e, "cannot reach the store; retrying");
+                    } else {
+                        tracing::warn!(error = %e, "cannot follow the store; retrying");
+                    }
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -389,10 +395,24 @@ impl Store {
     ) -> Result<(), AdminError> {
         let row = timed(client.query_one("SELECT max(revision) FROM baton_revisions", &[])).await?;
         let latest: Option<i64> = row.try_get(0).map_err(failure)?;
-        let Some(latest) = latest.filter(|r| *r > self.status.revision()) else {
+        let served = self.status.revision();
+        let Some(latest) = latest.filter(|r| *r != served) else {
             return Ok(());
         };
         if *refused == Some(latest) {
+            return Ok(());
+        }
+        if latest < served {
+            // Never back to an older revision (a rollback by whoever can delete rows). A
+            // database restored from a backup needs the batons restarted.
+            *refused = Some(latest);
+            tracing::warn!(
+                revision = latest,
+                serving = served,
+                "the store's latest revision is older than the one served (rows deleted, or \
+                 the database restored from a backup?); keeping the one served until a newer \
+                 revision, or a restart"
+            );
             return Ok(());
         }
         let row = timed(client.query_opt(
