@@ -392,6 +392,24 @@ fn check(path: &std::path::Path) -> ExitCode {
                     tls.key_file.display()
                 );
             }
+            if let Some(store) = &config.store {
+                // Loading it read the store's latest revision (or the snapshot file's).
+                let hosts: Vec<String> = store
+                    .postgres
+                    .get_hosts()
+                    .iter()
+                    .map(|host| match host {
+                        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                        tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
+                    })
+                    .collect();
+                println!(
+                    "  store: PostgreSQL at {}, database {}{}",
+                    hosts.join(","),
+                    store.postgres.get_dbname().unwrap_or("(the user's)"),
+                    if store.tls_required { ", tls" } else { "" }
+                );
+            }
             println!("  keys: {}", config.keys.len());
             for key in &config.keys {
                 let state = if key.is_retired() { " (retired)" } else { "" };

@@ -70,6 +70,10 @@ const CHANNEL: &str = "baton_revision";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a transaction of baton's may sit idle before the server ends it (and frees the
+/// write lock): far longer than any write's own work between two statements.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
+
 /// The follower's reconnect backoff: doubles from the first to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -502,6 +506,14 @@ impl Store {
         if self.config.tls_required {
             settings.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
+        // A baton stopped in the middle of a write (SIGSTOP, a frozen VM) would hold the
+        // write lock for ever: the server ends its transaction after this long instead.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={}s",
+            settings.get_options().unwrap_or_default(),
+            IDLE_IN_TRANSACTION.as_secs()
+        );
+        settings.options(options.trim_start());
         settings
     }
 }

@@ -907,6 +907,19 @@ snapshot_file = "snapshot.json""#;
     assert!(stdout.contains("from version 0 to 1"), "{stdout}");
     let output = baton(&["store", "migrate"]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("at version 1 already"));
+    // `baton check` reads the store as `serve` would, and names it (never its password).
+    let output = baton(&["check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("store: PostgreSQL at 127.0.0.1, database postgres"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(support::postgres::PASSWORD));
 
     let node = Node::start_in(dir, &postgres.url(), store, MASTER_KEY).await;
     assert_eq!(
