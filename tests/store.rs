@@ -1101,3 +1101,74 @@ async fn tls_to_the_database_is_verified_against_ca_file() {
     assert!(tls.len() >= 3, "{tls:?}");
     assert!(tls.iter().all(|ssl| *ssl), "{tls:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_does_not_build_with_a_baton_s_file_is_refused_there_alone() {
+    let _shared = ALONE.read().await;
+    let postgres = Postgres::start().await;
+    let a = Node::start(&postgres.url()).await;
+    // b's file has a provider "clash" of its own (the tables after [store] are b's only).
+    let own_provider = format!(
+        "{STORE}\n\n[[token_providers]]\nservice = \"clash\"\nkey = \"sbk_file\"\nmapping = {{ \"sub.$\" = \"$.sub\" }}"
+    );
+    let b = Node::start_with(&postgres.url(), &own_provider, MASTER_KEY).await;
+    assert_eq!(
+        a.call(
+            "POST",
+            "/token-providers",
+            Some(provider("shared", "sbk_file"))
+        )
+        .await
+        .0,
+        204
+    );
+    b.wait_revision(1, SETTLE).await;
+
+    // Through a, an API provider "clash": valid with a's file, a duplicate with b's.
+    assert_eq!(
+        a.call(
+            "POST",
+            "/token-providers",
+            Some(provider("clash", "sbk_file"))
+        )
+        .await
+        .0,
+        204
+    );
+    wait_log(&b.baton, "refusing a store revision").await;
+    assert!(
+        b.baton
+            .log()
+            .contains("does not build with this baton's config file")
+    );
+    let (_, ready) = b.readyz().await;
+    assert_eq!(ready["store"]["revision"], 1, "b keeps serving revision 1");
+    assert_eq!(b.exchange("shared").await, 200);
+    let metrics = reqwest::get(format!("{}/metrics", b.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"baton_config_reloads_total{source="store",outcome="rejected"} 1"#),
+        "{metrics}"
+    );
+    // A write through b is validated against the latest revision with b's file: refused.
+    let (status, body) = b
+        .call(
+            "POST",
+            "/token-providers",
+            Some(provider("more", "sbk_file")),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // Once the clash is gone from the store, b loads the latest revision.
+    assert_eq!(
+        a.call("DELETE", "/token-providers/clash", None).await.0,
+        204
+    );
+    b.wait_revision(3, SETTLE).await;
+    assert_eq!(b.exchange("shared").await, 200);
+}
