@@ -2,7 +2,8 @@
 //!
 //! - `/healthz`: the process is up (200).
 //! - `/readyz`: a config is loaded, every IdP's keys are at hand, and baton is not draining
-//!   (200, else 503), with the detail as JSON.
+//!   (200, else 503), with the detail as JSON; with `[store]`, the store's connection and the
+//!   revision served too (a store down does not make baton unready: it serves that revision).
 //! - `/metrics`: Prometheus metrics, OpenMetrics text.
 //! - `/idps`, `/token-providers`, `/keys` (State Backed's shapes, `reference/
 //!   statebacked.openapi.v3.yaml`): list every entry, the config file's marked `readOnly`;
