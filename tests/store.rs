@@ -282,6 +282,8 @@ async fn a_write_through_one_baton_is_served_by_every_baton_within_a_second() {
         nodes.push(Node::start(&postgres.url()).await);
     }
     for node in &nodes {
+        // The follower connects just after the listeners open.
+        node.wait_connected(true, SETTLE).await;
         let (status, ready) = node.readyz().await;
         assert_eq!(status, 200, "{ready}");
         assert_eq!(ready["store"], json!({ "connected": true, "revision": 0 }));
