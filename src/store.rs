@@ -168,38 +168,29 @@ impl Store {
     /// batons migrating at once do it once).
     pub async fn migrate(&self) -> Result<Migration, AdminError> {
         let mut client = self.connect().await?;
-        let transaction = client.transaction().await.map_err(failure)?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
-            .await
-            .map_err(failure)?;
-        transaction
-            .batch_execute("CREATE TABLE IF NOT EXISTS baton_schema (version integer NOT NULL)")
-            .await
-            .map_err(failure)?;
+        let transaction = timed(client.transaction()).await?;
+        timed(transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])).await?;
+        timed(
+            transaction.batch_execute(
+                "CREATE TABLE IF NOT EXISTS baton_schema (version integer NOT NULL)",
+            ),
+        )
+        .await?;
         let from = schema_version(&transaction).await?.unwrap_or(0);
         if from == SCHEMA_VERSION {
             return Ok(Migration::UpToDate);
         }
         newer_schema(from)?;
         for migration in &MIGRATIONS[usize::try_from(from).unwrap_or(0)..] {
-            transaction
-                .batch_execute(migration)
-                .await
-                .map_err(failure)?;
+            timed(transaction.batch_execute(migration)).await?;
         }
-        transaction
-            .execute("DELETE FROM baton_schema", &[])
-            .await
-            .map_err(failure)?;
-        transaction
-            .execute(
-                "INSERT INTO baton_schema (version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )
-            .await
-            .map_err(failure)?;
-        transaction.commit().await.map_err(failure)?;
+        timed(transaction.execute("DELETE FROM baton_schema", &[])).await?;
+        timed(transaction.execute(
+            "INSERT INTO baton_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        ))
+        .await?;
+        timed(transaction.commit()).await?;
         Ok(Migration::Migrated { from })
     }
 
