@@ -27,12 +27,8 @@ pub(super) fn normalize_target(parts: &mut Parts) -> Result<(), RequestRefused> 
     // (`GET http://host/…`) a scheme and an authority, and CONNECT's authority-form one an
     // authority only. HTTP/2 requests always carry `:scheme` and `:authority`
     // (RFC 9113 §8.3.1), and CONNECT there is the same refusal.
-    let http1 = parts.version < Version::HTTP_2;
     let uri = &parts.uri;
-    if parts.method == Method::CONNECT
-        || (http1 && (uri.scheme().is_some() || uri.authority().is_some()))
-        || !uri.path().starts_with('/')
-    {
+    if parts.method == Method::CONNECT || is_absolute_form(parts) || !uri.path().starts_with('/') {
         return Err(RequestRefused::NotOriginForm);
     }
     let normalized = match request_path::normalize(uri.path())? {
@@ -52,6 +48,14 @@ pub(super) fn normalize_target(parts: &mut Parts) -> Result<(), RequestRefused> 
     );
     parts.uri = http::Uri::from_parts(rebuilt).map_err(|_| RequestRefused::NotOriginForm)?;
     Ok(())
+}
+
+/// Whether an HTTP/1 request's target names a scheme or an authority (absolute-form
+/// `GET http://host/…`, or CONNECT's authority-form): no target of an origin server's. An
+/// HTTP/2 request always carries both as pseudo-headers, so only HTTP/1 is judged.
+pub(super) fn is_absolute_form(parts: &Parts) -> bool {
+    parts.version < Version::HTTP_2
+        && (parts.uri.scheme().is_some() || parts.uri.authority().is_some())
 }
 
 /// Applies the route's policy to the request: its `Authorization` (exchanged, passed when

@@ -148,10 +148,7 @@ fn serves_documents(config: &Config, settings: &ForwardAuthConfig) -> bool {
 /// `/authz/health`).
 fn document_path(parts: &Parts) -> Option<std::borrow::Cow<'_, str>> {
     let uri = &parts.uri;
-    let http1 = parts.version < Version::HTTP_2;
-    if parts.method == Method::CONNECT
-        || (http1 && (uri.scheme().is_some() || uri.authority().is_some()))
-    {
+    if parts.method == Method::CONNECT || auth::is_absolute_form(parts) {
         return None;
     }
     request_path::normalize(uri.path()).ok()
@@ -174,9 +171,7 @@ fn original_request(check: Parts, settings: &ForwardAuthConfig) -> Result<Parts,
             // The check request is the original: an absolute-form target (`GET
             // http://host/…`) is refused as on the proxy listener, not decided without its
             // authority.
-            if check.version < Version::HTTP_2
-                && (check.uri.scheme().is_some() || check.uri.authority().is_some())
-            {
+            if auth::is_absolute_form(&check) {
                 return Err(RequestRefused::NotOriginForm);
             }
             let target = check
