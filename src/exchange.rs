@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -22,6 +21,10 @@ use crate::mint::{MintError, Profile, TokenProvider};
 pub use crate::mint::{Minted, Payload};
 use crate::policy::{Claims, Condition, Inputs, Undecided};
 use crate::token::UnverifiedToken;
+
+mod key;
+pub use key::LastKey;
+use key::{DigestHasher, cache_key};
 
 /// Default bound on the minted-token cache.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
@@ -391,15 +394,20 @@ impl Exchanger {
 
     /// What the proxy does with a bearer token: a token baton minted itself (under any of its
     /// keys, retired ones included) is verified and passed as it is; any other is exchanged.
+    /// `last_key` is the connection's memory of its last cache key, when it has one.
     pub async fn authorize(
         &self,
         bearer: &str,
         service: &str,
+        last_key: Option<&LastKey>,
     ) -> Result<Authorized, ExchangeError> {
         let pipeline = self.pipeline.load_full();
         // The proxy authenticates no client: its entries are keyed without one. A hit passed
         // the IdP's and provider's conditions when it was minted (see `exchange_for_client`).
-        let key = cache_key(pipeline.generation, service, None, None, bearer);
+        let key = match last_key {
+            Some(last_key) => last_key.key(pipeline.generation, service, bearer),
+            None => cache_key(pipeline.generation, service, None, None, bearer),
+        };
         if let Some(hit) = self.cached(&key).await {
             return Ok(Authorized::Exchanged(hit));
         }
@@ -972,68 +980,6 @@ fn evaluate(
         actor: actor.as_ref(),
         request: None,
     })
-}
-
-/// SHA-256 over (generation, service, client, actor token, token): never the raw token as a
-/// key, a new configuration never finds an old entry, a token minted for one client is never
-/// handed to another (nor one minted for no client to a client, or the reverse), and one
-/// minted for one actor never to another (nor to no actor). Each variable-length part but
-/// the last is length-prefixed and the optional ones tagged present or absent, so no two
-/// different tuples hash the same input.
-fn cache_key(
-    generation: u64,
-    service: &str,
-    client: Option<&str>,
-    actor: Option<&str>,
-    token: &str,
-) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(generation.to_le_bytes());
-    hasher.update((service.len() as u64).to_le_bytes());
-    hasher.update(service.as_bytes());
-    for part in [client, actor] {
-        match part {
-            None => hasher.update([0]),
-            Some(part) => {
-                hasher.update([1]);
-                hasher.update((part.len() as u64).to_le_bytes());
-                hasher.update(part.as_bytes());
-            }
-        }
-    }
-    hasher.update(token.as_bytes());
-    hasher.finalize().into()
-}
-
-/// Cache keys are SHA-256 digests, already uniformly distributed: hashing them again with
-/// SipHash would cost time on every lookup for nothing. Their first eight bytes are the hash.
-#[derive(Clone, Copy, Debug, Default)]
-struct DigestHasher;
-
-#[derive(Default)]
-struct DigestHash(u64);
-
-impl std::hash::BuildHasher for DigestHasher {
-    type Hasher = DigestHash;
-
-    fn build_hasher(&self) -> DigestHash {
-        DigestHash::default()
-    }
-}
-
-impl std::hash::Hasher for DigestHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its 32 bytes (no length prefix for arrays): take 8 of them.
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
 }
 
 /// A cached token is handed out for the first 80% of its life only, so a caller never

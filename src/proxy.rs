@@ -35,7 +35,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::errors::{Rejection, RequestRefused, UpstreamFailure, upstream_rejection};
-use crate::exchange::Exchanger;
+use crate::exchange::{Exchanger, LastKey};
 use crate::metrics::Metrics;
 use crate::published;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
@@ -77,12 +77,15 @@ pub struct Gateway {
 
 /// The client's side of a request's connection: who called, and over what. The listener
 /// knows it; the request path reads it for `X-Forwarded-For` and `X-Forwarded-Proto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Downstream {
-    /// The client's address.
-    pub address: SocketAddr,
+    /// The client's IP address as `X-Forwarded-For` names it, written once per connection
+    /// rather than formatted for every request.
+    client_ip: HeaderValue,
     /// Whether the connection is TLS.
-    pub scheme: Scheme,
+    scheme: Scheme,
+    /// The cache key of the last token the connection presented.
+    last_key: Arc<LastKey>,
 }
 
 /// How a client's connection reached baton: the `X-Forwarded-Proto` the upstream gets.
@@ -97,6 +100,21 @@ pub enum Scheme {
 /// A config's upstream, resolved ahead of [`Gateway::install`].
 #[derive(Debug)]
 pub struct PreparedUpstream(Upstream);
+
+// === impl Downstream ===
+
+impl Downstream {
+    /// The client at `address`, connected over `scheme`.
+    pub fn new(address: SocketAddr, scheme: Scheme) -> Self {
+        let client_ip = HeaderValue::try_from(address.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self {
+            client_ip,
+            scheme,
+            last_key: Arc::default(),
+        }
+    }
+}
 
 // === impl Scheme ===
 
@@ -277,6 +295,7 @@ impl Gateway {
             Surface::Proxy,
             config,
             &mut parts,
+            Some(&downstream.last_key),
         )
         .await
         {

@@ -225,18 +225,12 @@ impl App {
         tokio::spawn(async move {
             let _open = open;
             let Some(tls) = &app.tls else {
-                let downstream = Downstream {
-                    address: client,
-                    scheme: Scheme::Http,
-                };
+                let downstream = Downstream::new(client, Scheme::Http);
                 return app.serve_connection(stream, downstream, shutdown).await;
             };
             match tls.accept(stream).await {
                 Ok(stream) => {
-                    let downstream = Downstream {
-                        address: client,
-                        scheme: Scheme::Https,
-                    };
+                    let downstream = Downstream::new(client, Scheme::Https);
                     app.serve_connection(stream, downstream, shutdown).await;
                 }
                 // Scanners, health checks that only connect, clients that distrust the
@@ -272,6 +266,7 @@ impl App {
                 let in_flight = activity.request_started();
                 let gateway = Arc::clone(&gateway);
                 let activity = Arc::clone(&activity);
+                let downstream = downstream.clone();
                 async move {
                     let refuse = |refused: RequestRefused| match role {
                         Role::Proxy => gateway.refuse(&refused),

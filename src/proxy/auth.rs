@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, Version, header};
 use crate::authorization::Credentials;
 use crate::config::{Config, OnMissing, Route};
 use crate::errors::{RequestRefused, Surface, rejection, request_rejection};
-use crate::exchange::{Authorized, Denial, Denied, ExchangeError, Exchanger};
+use crate::exchange::{Authorized, Denial, Denied, ExchangeError, Exchanger, LastKey};
 use crate::metrics::Metrics;
 use crate::request_path;
 use crate::sts::Reply;
@@ -69,6 +69,7 @@ pub(super) async fn authorize(
     surface: telemetry::Surface,
     config: &Config,
     parts: &mut Parts,
+    last_key: Option<&LastKey>,
 ) -> Result<Admitted, Refusal> {
     let route = route(config, parts.uri.path());
     let Some(service) = route.service(config) else {
@@ -102,7 +103,7 @@ pub(super) async fn authorize(
         return Err(refusal(&RequestRefused::NoService));
     };
     let started = Instant::now();
-    let authorized = match exchanger.authorize(token, service).await {
+    let authorized = match exchanger.authorize(token, service, last_key).await {
         Ok(authorized) => authorized,
         Err(e) => {
             telemetry::exchange_refused(metrics, surface, &e, service, started.elapsed());

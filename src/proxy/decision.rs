@@ -44,6 +44,7 @@ impl Gateway {
             Surface::ForwardAuth,
             config,
             &mut original,
+            None,
         )
         .await?;
         // The headers the proxy would send the app, of which the answer carries baton's own.

@@ -189,11 +189,21 @@ fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop fields: [`HOP_BY_HOP`] and what `Connection` names (never `Host`).
 /// With `upgrade`, the `Upgrade` field stays and `Connection` says `upgrade`.
 fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the (few) fields rather than a lookup per name, as most messages hold none.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the (few) fields, noting which hop-by-hop names are there, rather than a
+    // lookup per name: most requests hold none, and most responses only `Connection`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return;
     }
+    // `Connection: keep-alive` (or `close`, `upgrade`) names nothing beyond the fields removed
+    // anyway: a name is only made for the rare other option.
     let listed: Vec<HeaderName> = connection_options(headers)
+        .filter(|option| !is_removed_anyway(option))
         .filter_map(|option| HeaderName::from_bytes(option.as_bytes()).ok())
         .filter(|name| *name != header::HOST)
         .collect();
@@ -203,8 +213,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
     if let Some(protocol) = upgrade_to {
         headers.insert(header::UPGRADE, protocol);
@@ -212,12 +224,20 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Whether a `Connection` option needs no removal of its own: `close` names no field, and
+/// the others are [`HOP_BY_HOP`] names.
+fn is_removed_anyway(option: &str) -> bool {
+    option.eq_ignore_ascii_case("close")
+        || HOP_BY_HOP
+            .iter()
+            .any(|name| option.eq_ignore_ascii_case(name.as_str()))
+}
+
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A client's own values are replaced, unless
 /// `[proxy] trust_forwarded_headers` says a trusted proxy stands in front of baton; then
 /// baton appends to `X-Forwarded-For` and keeps the others. `X-Forwarded-Host` comes from
 /// `Host` only. `X-Forwarded-Proto` is `https` when baton terminated TLS itself.
 fn forwarded_headers(headers: &mut HeaderMap, downstream: Downstream, trusted: bool) {
-    let client_ip = downstream.address.ip().to_string();
     // A chain may be split over several header lines (RFC 9110 §5.3): keep every hop.
     let chain = trusted
         .then(|| {
@@ -230,10 +250,14 @@ fn forwarded_headers(headers: &mut HeaderMap, downstream: Downstream, trusted: b
         })
         .flatten();
     let forwarded_for = match chain {
-        Some(chain) => format!("{chain}, {client_ip}"),
-        None => client_ip,
+        None => Ok(downstream.client_ip),
+        Some(chain) => {
+            // The client IP is ASCII: it was written from an address.
+            let client_ip = downstream.client_ip.to_str().unwrap_or_default();
+            HeaderValue::try_from(format!("{chain}, {client_ip}"))
+        }
     };
-    match HeaderValue::try_from(forwarded_for) {
+    match forwarded_for {
         Ok(value) => {
             headers.insert(X_FORWARDED_FOR, value);
         }
@@ -264,5 +288,74 @@ fn forwarded_headers(headers: &mut HeaderMap, downstream: Downstream, trusted: b
 impl Drop for OpenTunnel {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn every_hop_by_hop_field_and_every_listed_one_goes() {
+        let mut fields = headers(&[
+            ("connection", "keep-alive, X-Listed"),
+            ("connection", "Close, x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-listed", "1"),
+            ("x-other", "2"),
+            ("host", "app.example"),
+            ("x-kept", "3"),
+        ]);
+        remove_hop_by_hop(&mut fields, false);
+        assert_eq!(names(&fields), ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_never_removes_host() {
+        let mut fields = headers(&[("connection", "host"), ("host", "app.example")]);
+        remove_hop_by_hop(&mut fields, false);
+        assert_eq!(names(&fields), ["host"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_fields_is_left_alone() {
+        let mut fields = headers(&[("x-listed", "1"), ("content-length", "2")]);
+        remove_hop_by_hop(&mut fields, false);
+        assert_eq!(names(&fields), ["content-length", "x-listed"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_protocol() {
+        let mut fields = headers(&[
+            ("connection", "Upgrade, x-listed"),
+            ("upgrade", "websocket"),
+            ("x-listed", "1"),
+        ]);
+        remove_hop_by_hop(&mut fields, true);
+        assert_eq!(names(&fields), ["connection", "upgrade"]);
+        assert_eq!(fields["upgrade"], "websocket");
+        assert_eq!(fields["connection"], "upgrade");
     }
 }
