@@ -251,7 +251,10 @@ async fn a_flood_of_one_token_makes_one_call_and_the_answer_is_reused() {
     assert_eq!(endpoint.calls(), 1);
     // Through the proxy's entry point too, and for another service: the introspection cache
     // answers (no second call).
-    exchanger.authorize("flooded-token", "app").await.unwrap();
+    exchanger
+        .authorize("flooded-token", "app", None)
+        .await
+        .unwrap();
     assert_eq!(endpoint.calls(), 1);
     assert_eq!(
         exchanger

@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use baton::exchange::Authorized;
+use baton::exchange::{Authorized, LastKey};
 use baton::token::{MAX_TOKEN_BYTES, UnverifiedToken};
 use baton_fuzz::{NOW, assert_no_secret, fixture, sign_hs256, token_views};
 use libfuzzer_sys::fuzz_target;
@@ -93,7 +93,16 @@ fn exchange(token: &str, service: &str, signature: Option<&str>) {
         }
     }
 
-    let authorized = fixture.block_on(exchanger.authorize(token, service));
+    // As the proxy calls it: with a connection's memory of its last cache key, asked twice
+    // (the second answer comes through the remembered key and must be the first's).
+    let last_key = LastKey::default();
+    let authorized = fixture.block_on(exchanger.authorize(token, service, Some(&last_key)));
+    let again = fixture.block_on(exchanger.authorize(token, service, Some(&last_key)));
+    assert_eq!(
+        again.is_ok(),
+        authorized.is_ok(),
+        "the remembered key answered otherwise"
+    );
     match (&explained, &authorized) {
         (Ok(minted), Ok(Authorized::Exchanged(exchanged))) => {
             let subject = UnverifiedToken::parse(token).expect("an exchanged token parses");
@@ -134,7 +143,7 @@ fn check_minted(token: &str, expires_at: u64, service: &str, subject_exp: Option
     );
     if expires_at > NOW {
         let fixture = fixture();
-        let own = fixture.block_on(fixture.exchanger().authorize(token, service));
+        let own = fixture.block_on(fixture.exchanger().authorize(token, service, None));
         assert!(
             matches!(own, Ok(Authorized::Own(_))),
             "a minted token is not accepted as baton's own: {own:?}"
