@@ -11,25 +11,30 @@
 //! the hooks sit in code that runs with no handle to the listener (the exchange's records in
 //! `telemetry`), and a second tracer in one process would have no use.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{
-    FutureExt as _, Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    FutureExt as _, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 
 use crate::config::TelemetryConfig;
 
 /// How long one export may take before it is abandoned (the collector is down or slow).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The process's tracer, when `[telemetry] otlp_endpoint` was set at start.
 static TRACES: OnceLock<Traces> = OnceLock::new();
@@ -71,7 +76,15 @@ pub fn start(config: &TelemetryConfig) -> Result<(), TracesError> {
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
+    // A caller's decision is followed (its `traceparent`'s sampled flag); requests without
+    // one start a trace at `sample_ratio`.
+    let roots = if config.sample_ratio >= 1.0 {
+        Sampler::AlwaysOn
+    } else {
+        Sampler::TraceIdRatioBased(config.sample_ratio)
+    };
     let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(roots)))
         .with_span_processor(batches)
         .with_resource(resource)
         .build();
@@ -118,12 +131,13 @@ impl RequestSpan {
         let parent = traces
             .propagator
             .extract(&opentelemetry_http::HeaderExtractor(headers));
+        let method = method_name(method);
         let span = traces
             .tracer
-            .span_builder(method.to_owned())
+            .span_builder(method.clone())
             .with_kind(SpanKind::Server)
             .with_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("http.request.method", method),
                 KeyValue::new("url.path", path.to_owned()),
                 KeyValue::new("baton.listener", listener),
             ])
@@ -154,21 +168,64 @@ impl RequestSpan {
     }
 }
 
+/// A request method as a span's name: the standard ones without an allocation per request.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|name| **name == method) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(method.to_owned()),
+    }
+}
+
 /// Sets `traceparent` (and `tracestate`) on a request to the upstream from the current
 /// span, replacing the client's: the upstream's spans are children of baton's. Nothing
 /// when traces are off.
 pub fn inject(headers: &mut HeaderMap) {
-    let Some(traces) = TRACES.get() else {
-        return;
-    };
-    let context = Context::current();
-    if !context.span().span_context().is_valid() {
+    if TRACES.get().is_none() {
         return;
     }
-    headers.remove("tracestate");
-    traces
-        .propagator
-        .inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers));
+    let context = Context::current();
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    // Written here rather than by the SDK's propagator, which formats through `format!` and
+    // a `String` per field: this runs on every traced request.
+    headers.insert(TRACEPARENT, traceparent(span_context));
+    let state = span_context.trace_state().header();
+    match HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => {
+            headers.insert(TRACESTATE, value);
+        }
+        _ => {
+            headers.remove(TRACESTATE);
+        }
+    }
+}
+
+/// `traceparent` of W3C Trace Context (version 00): `00-{trace id}-{span id}-{flags}`, in
+/// lower-case hex.
+fn traceparent(span: &SpanContext) -> HeaderValue {
+    let mut text = [0u8; 55];
+    text[..3].copy_from_slice(b"00-");
+    write_hex(&mut text[3..35], &span.trace_id().to_bytes());
+    text[35] = b'-';
+    write_hex(&mut text[36..52], &span.span_id().to_bytes());
+    text[52] = b'-';
+    write_hex(&mut text[53..55], &[span.trace_flags().to_u8()]);
+    HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value")
+}
+
+/// Writes `bytes` as lower-case hex into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
 }
 
 /// What one exchange did, for its span.
@@ -218,4 +275,55 @@ pub fn exchange(record: &ExchangeRecord<'_>) {
         span.set_status(Status::error(""));
     }
     span.end_with_timestamp(end);
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    /// The example of W3C Trace Context §3.2.
+    fn example(flags: TraceFlags) -> SpanContext {
+        SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            flags,
+            false,
+            TraceState::default(),
+        )
+    }
+
+    #[test]
+    fn traceparent_is_written_as_w3c_trace_context_says() {
+        assert_eq!(
+            traceparent(&example(TraceFlags::SAMPLED)),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(
+            traceparent(&example(TraceFlags::default())),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+    }
+
+    #[test]
+    fn the_sdk_reads_back_what_is_written() {
+        let written = example(TraceFlags::SAMPLED);
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, traceparent(&written));
+        let context =
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(&headers));
+        let read = context.span().span_context().clone();
+        assert_eq!(read.trace_id(), written.trace_id());
+        assert_eq!(read.span_id(), written.span_id());
+        assert_eq!(read.trace_flags(), written.trace_flags());
+    }
+
+    #[test]
+    fn standard_methods_are_named_without_allocating() {
+        assert!(matches!(method_name("GET"), Cow::Borrowed("GET")));
+        assert!(matches!(method_name("PATCH"), Cow::Borrowed("PATCH")));
+        assert_eq!(method_name("PROPFIND"), "PROPFIND");
+        assert!(matches!(method_name("get"), Cow::Owned(_)));
+    }
 }

@@ -162,21 +162,22 @@ async fn spans_arrived(spans: &Mutex<Vec<Span>>, count: usize, baton: &Baton) ->
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn spans_continue_the_callers_trace_and_the_upstream_continues_batons() {
-    let (collector, spans) = receiver().await;
-    let (app, seen) = upstream().await;
-    let key = TestKey::generate(Algorithm::RS256, "traces-key");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("idp.pem"), key.public_pem()).unwrap();
-    let listen = reserve_addr();
-    let admin = reserve_addr();
-    let config = format!(
+/// baton in front of `app`, exporting to `collector` every 100 ms, with `telemetry` added
+/// to its `[telemetry]` section.
+fn traced_config(
+    collector: SocketAddr,
+    listen: SocketAddr,
+    app: SocketAddr,
+    admin: SocketAddr,
+    telemetry: &str,
+) -> String {
+    format!(
         r#"
 [telemetry]
 otlp_endpoint = "http://{collector}"
 service_name = "baton-under-test"
 export_interval = "100ms"
+{telemetry}
 
 [proxy]
 listen = "{listen}"
@@ -202,7 +203,19 @@ service = "app"
 key = "sbk_traces"
 mapping = {{ "sub.$" = "$.sub" }}
 "#
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_continue_the_callers_trace_and_the_upstream_continues_batons() {
+    let (collector, spans) = receiver().await;
+    let (app, seen) = upstream().await;
+    let key = TestKey::generate(Algorithm::RS256, "traces-key");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp.pem"), key.public_pem()).unwrap();
+    let listen = reserve_addr();
+    let admin = reserve_addr();
+    let config = traced_config(collector, listen, app, admin, "");
     let baton = Baton::launch(dir.path(), listen, &config).start().await;
     let token =
         key.sign(&json!({ "iss": ISS, "aud": AUD, "sub": "traced-user", "exp": now() + 600 }));
@@ -324,4 +337,63 @@ mapping = {{ "sub.$" = "$.sub" }}
             "the upstream's parent is not a baton span: {traceparent}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_ratio_samples_new_traces_and_follows_the_callers_decision() {
+    let (collector, spans) = receiver().await;
+    let (app, seen) = upstream().await;
+    let key = TestKey::generate(Algorithm::RS256, "traces-key");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp.pem"), key.public_pem()).unwrap();
+    let listen = reserve_addr();
+    let admin = reserve_addr();
+    let config = traced_config(collector, listen, app, admin, "sample_ratio = 0.0");
+    let baton = Baton::launch(dir.path(), listen, &config).start().await;
+    let token =
+        key.sign(&json!({ "iss": ISS, "aud": AUD, "sub": "sampled-user", "exp": now() + 600 }));
+    let client = reqwest::Client::new();
+    let not_sampled = format!("00-{TRACE_ID}-{CALLER_SPAN}-00");
+    let sampled_trace = "0af7651916cd43dd8448eb211c80319c";
+    let sampled = format!("00-{sampled_trace}-{CALLER_SPAN}-01");
+    for traceparent in [None, Some(&not_sampled), Some(&sampled)] {
+        let mut request = client.get(baton.url("/sampled")).bearer_auth(&token);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 200);
+    }
+
+    // Only the caller's sampled request is exported (its server and exchange spans); the
+    // two others, sent before it, would have been batched with it.
+    let arrived = spans_arrived(&spans, 2, &baton).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arrived_later = spans.lock().clone();
+    assert_eq!(arrived_later.len(), 2, "{arrived_later:#?}");
+    assert!(
+        arrived.iter().all(|s| hex(&s.trace_id) == sampled_trace),
+        "{arrived:#?}"
+    );
+
+    // Each still passes its trace on, with its decision: a new trace's (not sampled), the
+    // caller's unsampled one, the caller's sampled one.
+    let forwarded: Vec<String> = seen
+        .lock()
+        .iter()
+        .map(|(traceparent, _)| traceparent.clone().expect("no traceparent upstream"))
+        .collect();
+    assert_eq!(forwarded.len(), 3);
+    let fields: Vec<Vec<&str>> = forwarded.iter().map(|t| t.split('-').collect()).collect();
+    assert_ne!(fields[0][1], TRACE_ID);
+    assert_eq!(fields[0][3], "00", "{forwarded:?}");
+    assert_eq!(
+        (fields[1][1], fields[1][3]),
+        (TRACE_ID, "00"),
+        "{forwarded:?}"
+    );
+    assert_eq!(
+        (fields[2][1], fields[2][3]),
+        (sampled_trace, "01"),
+        "{forwarded:?}"
+    );
 }

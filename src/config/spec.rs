@@ -83,6 +83,7 @@ pub struct TelemetrySpec {
     pub otlp_endpoint: Option<String>,
     pub service_name: Option<String>,
     pub export_interval: Option<DurationSpec>,
+    pub sample_ratio: Option<f64>,
 }
 
 /// `[forward_auth]`.

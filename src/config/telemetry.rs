@@ -10,7 +10,7 @@ use super::{Loader, Place};
 pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `[telemetry]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     /// The OTLP/HTTP collector's base URL (`http://127.0.0.1:4318`); spans go to
     /// `{otlp_endpoint}/v1/traces`. `None`: no traces.
@@ -19,6 +19,9 @@ pub struct TelemetryConfig {
     pub service_name: String,
     /// How long spans are batched before they are sent.
     pub export_interval: Duration,
+    /// The share of requests without a caller's `traceparent` that start a trace (0 to 1). A
+    /// caller's sampling decision is always followed.
+    pub sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -27,6 +30,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             service_name: "baton".to_owned(),
             export_interval: DEFAULT_EXPORT_INTERVAL,
+            sample_ratio: 1.0,
         }
     }
 }
@@ -58,10 +62,19 @@ impl Loader<'_> {
             &place,
             "export_interval",
         );
+        let sample_ratio = spec.sample_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            self.error(
+                Some(&place),
+                "telemetry.sample_ratio",
+                "a share of requests from 0 (none) to 1 (all, the default)",
+            );
+        }
         TelemetryConfig {
             otlp_endpoint,
             service_name: spec.service_name.unwrap_or_else(|| "baton".to_owned()),
             export_interval,
+            sample_ratio,
         }
     }
 }

@@ -730,3 +730,17 @@ fn a_store_is_exclusive_with_the_state_file_and_needs_the_master_key_and_token()
         "{unknown:?}"
     );
 }
+
+#[test]
+fn sample_ratio_is_a_share_from_zero_to_one() {
+    let with = |ratio: &str| {
+        format!(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = {ratio}\n{VALID}"
+        )
+    };
+    assert_eq!(load(VALID).unwrap().telemetry.sample_ratio, 1.0);
+    assert_eq!(load(&with("0.25")).unwrap().telemetry.sample_ratio, 0.25);
+    for bad in ["1.5", "-0.1", "nan"] {
+        assert_error(&errors(&with(bad)), "telemetry.sample_ratio", "from 0");
+    }
+}
