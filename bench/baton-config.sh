@@ -8,7 +8,8 @@
 # public key in KEY_FILE); the provider `app`. Both mappings copy each CLAIM.
 # With BATON_POLICY=1: one route condition over every path (the method and `act.sub`) and
 # two claim headers (`act.sub`, `act.role`): the issue 10 policy on the cache-hit path.
-# With BATON_TRACES=URL: traces to the OTLP/HTTP collector at URL, batched every second.
+# With BATON_TRACES=URL: traces to the OTLP/HTTP collector at URL, batched every second
+# (BATON_TRACES_RATIO sets `sample_ratio`, default 1: every request).
 # With BATON_FORWARD_AUTH=ADDR: a forward-auth listener on ADDR reading nginx's
 # `X-Original-*` headers; LISTEN and UPSTREAM empty then leave the proxy listener off.
 bench_config() {
@@ -36,7 +37,8 @@ POLICY
   fi
   local telemetry=""
   if [[ -n ${BATON_TRACES:-} ]]; then
-    telemetry=$(printf '[telemetry]\notlp_endpoint = "%s"\nexport_interval = "1s"\n' "$BATON_TRACES")
+    telemetry=$(printf '[telemetry]\notlp_endpoint = "%s"\nexport_interval = "1s"\nsample_ratio = %s\n' \
+      "$BATON_TRACES" "${BATON_TRACES_RATIO:-1.0}")
   fi
   cat >"$file" <<TOML
 $forward_auth

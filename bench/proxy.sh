@@ -22,6 +22,8 @@
 #   TRACES=1     adds baton-traced (port TRACES_PORT=18090): the same cache-hit path with
 #                traces exported over OTLP/HTTP to the harness's nginx backend (which answers
 #                200 to every export), reported against baton (issue 14's goal: <= 1.15x)
+#   TRACES_RATIO=R  with TRACES=1, adds baton-sampled (port 18094): traced as baton-traced,
+#                but starting new traces at `sample_ratio = R`
 #   UNTRACED_BIN=PATH  adds baton-untraced (port 18091): a baton binary built before traces
 #                existed, to show that traces off cost nothing (issue 14's goal: baton <= 1.02x it)
 # Needs wrk, nginx, haproxy (peers.sh installs what is missing), python3 with PyJWT.
@@ -58,6 +60,11 @@ if [[ ${TRACES:-0} == 1 ]]; then
   TRACES_PORT=${TRACES_PORT:-18090}
   MORE_TARGETS="baton-traced=$TRACES_PORT:jwt${MORE_TARGETS:+ $MORE_TARGETS}"
   export START_baton_traced="exec env BATON_PORT=$TRACES_PORT BATON_TRACES=\$PEERS_BACKEND_URL bash '$REPO/bench/proxy.sh' _start_baton"
+  if [[ -n ${TRACES_RATIO:-} ]]; then
+    # A second traced baton, sampling new traces at TRACES_RATIO (port 18094).
+    MORE_TARGETS="$MORE_TARGETS baton-sampled=18094:jwt"
+    export START_baton_sampled="exec env BATON_PORT=18094 BATON_TRACES=\$PEERS_BACKEND_URL BATON_TRACES_RATIO=$TRACES_RATIO bash '$REPO/bench/proxy.sh' _start_baton"
+  fi
 fi
 if [[ -n ${UNTRACED_BIN:-} ]]; then
   MORE_TARGETS="baton-untraced=18091:jwt${MORE_TARGETS:+ $MORE_TARGETS}"
@@ -113,6 +120,9 @@ t, b = cpu("baton-traced"), cpu("baton")
 if t is not None:
     ratio = t / b
     print(f"baton-traced / baton: {t:.1f} / {b:.1f} us/req = {ratio:.2f}x  (goal <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
+s = cpu("baton-sampled")
+if s is not None:
+    print(f"baton-sampled / baton: {s:.1f} / {b:.1f} us/req = {s / b:.2f}x  (sample_ratio below 1: no goal)")
 u = cpu("baton-untraced")
 if u is not None:
     ratio = b / u

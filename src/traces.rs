@@ -30,6 +30,9 @@ use opentelemetry_sdk::trace::{
 
 use crate::config::TelemetryConfig;
 
+/// Most spans in one export.
+const MAX_EXPORT_BATCH: usize = 2048;
+
 /// How long one export may take before it is abandoned (the collector is down or slow).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,6 +72,11 @@ pub fn start(config: &TelemetryConfig) -> Result<(), TracesError> {
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_scheduled_delay(config.export_interval)
+                // A sidecar at tens of thousands of requests a second makes two spans each:
+                // batches four times the SDK's 512 cost a quarter of the exports, and the
+                // queue holds a few of them (the SDK's 2048 would be one).
+                .with_max_export_batch_size(MAX_EXPORT_BATCH)
+                .with_max_queue_size(4 * MAX_EXPORT_BATCH)
                 .build(),
         )
         .build();
