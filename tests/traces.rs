@@ -100,10 +100,10 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Span>>>) {
 }
 
 /// The upstream: records each request's `traceparent` and `authorization`.
-async fn upstream() -> (
-    SocketAddr,
-    Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
-) {
+/// What the upstream saw of each request: its `traceparent` and `authorization`.
+type Forwarded = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+async fn upstream() -> (SocketAddr, Forwarded) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let addr = serve({
         let seen = Arc::clone(&seen);
@@ -206,17 +206,46 @@ mapping = {{ "sub.$" = "$.sub" }}
     )
 }
 
+/// A baton exporting to a receiver, in front of a recording upstream, with its IdP key.
+struct Traced {
+    baton: Baton,
+    key: TestKey,
+    spans: Arc<Mutex<Vec<Span>>>,
+    seen: Forwarded,
+    _dir: tempfile::TempDir,
+}
+
+impl Traced {
+    /// Starts one, with `telemetry` added to its `[telemetry]` section.
+    async fn start(telemetry: &str) -> Self {
+        let (collector, spans) = receiver().await;
+        let (app, seen) = upstream().await;
+        let key = TestKey::generate(Algorithm::RS256, "traces-key");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("idp.pem"), key.public_pem()).unwrap();
+        let listen = reserve_addr();
+        let admin = reserve_addr();
+        let config = traced_config(collector, listen, app, admin, telemetry);
+        let baton = Baton::launch(dir.path(), listen, &config).start().await;
+        Self {
+            baton,
+            key,
+            spans,
+            seen,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_continue_the_callers_trace_and_the_upstream_continues_batons() {
-    let (collector, spans) = receiver().await;
-    let (app, seen) = upstream().await;
-    let key = TestKey::generate(Algorithm::RS256, "traces-key");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("idp.pem"), key.public_pem()).unwrap();
-    let listen = reserve_addr();
-    let admin = reserve_addr();
-    let config = traced_config(collector, listen, app, admin, "");
-    let baton = Baton::launch(dir.path(), listen, &config).start().await;
+    let Traced {
+        baton,
+        key,
+        spans,
+        seen,
+        _dir,
+    } = Traced::start("").await;
     let token =
         key.sign(&json!({ "iss": ISS, "aud": AUD, "sub": "traced-user", "exp": now() + 600 }));
     let client = reqwest::Client::new();
@@ -341,15 +370,13 @@ async fn spans_continue_the_callers_trace_and_the_upstream_continues_batons() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sample_ratio_samples_new_traces_and_follows_the_callers_decision() {
-    let (collector, spans) = receiver().await;
-    let (app, seen) = upstream().await;
-    let key = TestKey::generate(Algorithm::RS256, "traces-key");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("idp.pem"), key.public_pem()).unwrap();
-    let listen = reserve_addr();
-    let admin = reserve_addr();
-    let config = traced_config(collector, listen, app, admin, "sample_ratio = 0.0");
-    let baton = Baton::launch(dir.path(), listen, &config).start().await;
+    let Traced {
+        baton,
+        key,
+        spans,
+        seen,
+        _dir,
+    } = Traced::start("sample_ratio = 0.0").await;
     let token =
         key.sign(&json!({ "iss": ISS, "aud": AUD, "sub": "sampled-user", "exp": now() + 600 }));
     let client = reqwest::Client::new();

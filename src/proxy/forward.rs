@@ -21,8 +21,9 @@ use crate::errors::UpstreamFailure;
 /// names `Connection` lists. `Upgrade` (and `Connection: upgrade`) is put back on an upgrade.
 /// `TE` goes too: an HTTP/1.1 upstream is asked for no transfer coding, trailers included
 /// (hyper's client reads what the upstream sends either way); an h2c upstream gets
-/// `TE: trailers` back when the client sent it.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `TE: trailers` back when the client sent it. A `static`: a `const` array of names would be
+/// built and dropped at every use, and it is read once per header of every message.
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
