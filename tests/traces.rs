@@ -99,10 +99,10 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Span>>>) {
     (addr, spans)
 }
 
-/// The upstream: records each request's `traceparent` and `authorization`.
 /// What the upstream saw of each request: its `traceparent` and `authorization`.
 type Forwarded = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
 
+/// The upstream: records each request's `traceparent` and `authorization`.
 async fn upstream() -> (SocketAddr, Forwarded) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let addr = serve({
