@@ -140,16 +140,19 @@ impl RequestSpan {
             .propagator
             .extract(&opentelemetry_http::HeaderExtractor(headers));
         let method = method_name(method);
-        let span = traces
+        let mut span = traces
             .tracer
             .span_builder(method.clone())
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(&traces.tracer, &parent);
+        // An unsampled request's span records nothing: its attributes are not even built.
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("http.request.method", method),
                 KeyValue::new("url.path", path.to_owned()),
                 KeyValue::new("baton.listener", listener),
-            ])
-            .start_with_context(&traces.tracer, &parent);
+            ]);
+        }
         Some(Self {
             context: parent.with_span(span),
         })
@@ -164,13 +167,15 @@ impl RequestSpan {
     /// Ends the span with the status baton answered.
     pub fn end(self, status: u16) {
         let span = self.context.span();
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        if status >= 500 {
-            // OpenTelemetry's HTTP conventions: a server span is an error on 5xx only.
-            span.set_status(Status::error(""));
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if status >= 500 {
+                // OpenTelemetry's HTTP conventions: a server span is an error on 5xx only.
+                span.set_status(Status::error(""));
+            }
         }
         span.end();
     }
@@ -260,6 +265,14 @@ pub fn exchange(record: &ExchangeRecord<'_>) {
     let Some(traces) = TRACES.get() else {
         return;
     };
+    let parent = Context::current();
+    let request = parent.span();
+    let request = request.span_context();
+    if request.is_valid() && !request.is_sampled() {
+        // The request was not sampled, so neither is its exchange (parent-based sampling):
+        // nothing is built for a span that would be dropped.
+        return;
+    }
     let end = SystemTime::now();
     let start = end.checked_sub(record.latency).unwrap_or(end);
     let mut attributes = vec![
@@ -278,7 +291,7 @@ pub fn exchange(record: &ExchangeRecord<'_>) {
         .with_kind(SpanKind::Internal)
         .with_start_time(start)
         .with_attributes(attributes)
-        .start_with_context(&traces.tracer, &Context::current());
+        .start_with_context(&traces.tracer, &parent);
     if matches!(record.outcome, "unavailable" | "error") {
         span.set_status(Status::error(""));
     }
