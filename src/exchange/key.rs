@@ -75,6 +75,11 @@ impl std::hash::Hasher for DigestHash {
 #[derive(Default)]
 pub struct LastKey(Mutex<Remembered>);
 
+/// Longer tokens are hashed every time rather than remembered: the memory is taken before the
+/// token is verified, and an idle connection must not hold tens of kilobytes of whatever its
+/// client sent (real JWTs are well under this; Entra ID's large ones are about 2–3 KiB).
+const MAX_REMEMBERED_TOKEN: usize = 4096;
+
 #[derive(Default)]
 struct Remembered {
     /// Whether the fields below describe a key (nothing is remembered before the first).
@@ -92,6 +97,9 @@ impl LastKey {
     /// configuration `generation`: the remembered one when it is the same request, else
     /// hashed and remembered.
     pub(super) fn key(&self, generation: u64, service: &str, token: &str) -> [u8; 32] {
+        if token.len() > MAX_REMEMBERED_TOKEN {
+            return cache_key(generation, service, None, None, token);
+        }
         // Never waited for: when two HTTP/2 streams of one connection race, one hashes.
         let Ok(mut last) = self.0.try_lock() else {
             return cache_key(generation, service, None, None, token);
@@ -154,6 +162,19 @@ mod tests {
                 "{generation} {service} {token}"
             );
         }
+    }
+
+    #[test]
+    fn a_long_token_is_hashed_but_never_remembered() {
+        let last = LastKey::default();
+        let long = "t".repeat(MAX_REMEMBERED_TOKEN + 1);
+        assert_eq!(
+            last.key(1, "app", &long),
+            cache_key(1, "app", None, None, &long)
+        );
+        let remembered = last.0.lock().unwrap();
+        assert!(!remembered.known);
+        assert_eq!(remembered.token.capacity(), 0);
     }
 
     #[test]
