@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::exchange::Exchanger;
-use crate::store::StoreStatus;
+use crate::store::status::StoreStatus;
 
 /// Every metric baton exports.
 #[derive(Debug)]

@@ -418,7 +418,10 @@ pub async fn run(config_path: PathBuf, loaded: Loaded) -> Result<(), String> {
     ));
     // Loads the revisions written through other batons, and catches up after the store was
     // unreachable.
-    let follower = store.map(|store| tokio::spawn(store.follow(Arc::clone(&control))));
+    let follower = store.map(|store| {
+        let control = Arc::clone(&control);
+        tokio::spawn(store.follow(Arc::new(move |state| control.apply_revision(state))))
+    });
     let admin = Arc::new(AdminState::new(Arc::clone(&control)));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&admin)));
     tokio::spawn({

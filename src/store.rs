@@ -23,11 +23,14 @@
 //! (`baton store migrate`, or `[store] migrate = true` at start). Every statement with a
 //! value is parameterized.
 
+pub mod status;
 mod tls;
+
+pub use status::StoreStatus;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TrySendError;
@@ -35,7 +38,6 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, GenericClient};
 
 use crate::config::StoreConfig;
-use crate::control::Control;
 use crate::secret::Secret;
 use crate::state::{AdminError, ApiState};
 use tls::MakeRustls;
@@ -95,13 +97,9 @@ pub struct Store {
     written_by: String,
 }
 
-/// What the follower knows, for `/readyz` and the metrics.
-#[derive(Debug, Default)]
-pub struct StoreStatus {
-    connected: AtomicBool,
-    revision: AtomicI64,
-    reconnects: AtomicU64,
-}
+/// Serves a revision the follower loaded (the control plane's `apply_revision`); the error
+/// says why it cannot be served. Blocks: the follower runs it on a blocking thread.
+pub type ApplyRevision = Arc<dyn Fn(ApiState) -> Result<(), String> + Send + Sync>;
 
 /// The revision a baton starts with.
 #[derive(Debug)]
@@ -319,9 +317,10 @@ impl Store {
         Ok((next, answer))
     }
 
-    /// Follows the store for `control`: loads each new revision (woken by `NOTIFY`, and
-    /// polled every [`POLL_INTERVAL`]), reconnecting with backoff. Runs until dropped.
-    pub async fn follow(self: Arc<Self>, control: Arc<Control>) {
+    /// Follows the store: loads each new revision (woken by `NOTIFY`, and polled every
+    /// [`POLL_INTERVAL`]) and hands it to `apply`, reconnecting with backoff. Runs until
+    /// dropped.
+    pub async fn follow(self: Arc<Self>, apply: ApplyRevision) {
         let mut backoff = BACKOFF_FIRST;
         // Whether a connection was lost or an attempt failed before: the next connection is
         // then a reconnect (the first one is not).
@@ -340,7 +339,7 @@ impl Store {
                     self.status.connected.store(true, Ordering::Release);
                     backoff = BACKOFF_FIRST;
                     let lost = loop {
-                        if let Err(e) = self.catch_up(&client, &control, &mut refused).await {
+                        if let Err(e) = self.catch_up(&client, &apply, &mut refused).await {
                             break e;
                         }
                         tokio::select! {
@@ -385,7 +384,7 @@ impl Store {
     async fn catch_up(
         &self,
         client: &Client,
-        control: &Arc<Control>,
+        apply: &ApplyRevision,
         refused: &mut Option<i64>,
     ) -> Result<(), AdminError> {
         let row = timed(client.query_one("SELECT max(revision) FROM baton_revisions", &[])).await?;
@@ -420,8 +419,8 @@ impl Store {
         let document: String = row.try_get(0).map_err(failure)?;
         let applied = match verify(latest, &document, &self.master_key) {
             Ok(state) => {
-                let control = Arc::clone(control);
-                tokio::task::spawn_blocking(move || control.apply_revision(state))
+                let apply = Arc::clone(apply);
+                tokio::task::spawn_blocking(move || apply(state))
                     .await
                     .unwrap_or_else(|e| Err(format!("the load did not finish: {e}")))
             }
@@ -506,30 +505,6 @@ impl Store {
         );
         settings.options(options.trim_start());
         settings
-    }
-}
-
-// === impl StoreStatus ===
-
-impl StoreStatus {
-    /// Whether the follower is connected to the store now.
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
-
-    /// The revision served (0: the store had none).
-    pub fn revision(&self) -> i64 {
-        self.revision.load(Ordering::Acquire)
-    }
-
-    /// How many times the follower connected again after losing the store.
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// Records the revision now served.
-    pub(crate) fn served(&self, revision: i64) {
-        self.revision.store(revision, Ordering::Release);
     }
 }
 
