@@ -19,7 +19,8 @@ use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{
-    FutureExt as _, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    FutureExt as _, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags,
+    Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig as _;
@@ -220,7 +221,7 @@ pub fn inject(headers: &mut HeaderMap) {
 }
 
 /// `traceparent` of W3C Trace Context (version 00): `00-{trace id}-{span id}-{flags}`, in
-/// lower-case hex.
+/// lower-case hex, with the sampled flag only (as the SDK's propagator writes it).
 fn traceparent(span: &SpanContext) -> HeaderValue {
     let mut text = [0u8; 55];
     text[..3].copy_from_slice(b"00-");
@@ -228,7 +229,10 @@ fn traceparent(span: &SpanContext) -> HeaderValue {
     text[35] = b'-';
     write_hex(&mut text[36..52], &span.span_id().to_bytes());
     text[52] = b'-';
-    write_hex(&mut text[53..55], &[span.trace_flags().to_u8()]);
+    write_hex(
+        &mut text[53..55],
+        &[(span.trace_flags() & TraceFlags::SAMPLED).to_u8()],
+    );
     HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value")
 }
 
@@ -300,7 +304,7 @@ pub fn exchange(record: &ExchangeRecord<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanId, TraceId, TraceState};
 
     use super::*;
 
@@ -324,6 +328,11 @@ mod tests {
         assert_eq!(
             traceparent(&example(TraceFlags::default())),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        // Flags this version does not define are not passed on.
+        assert_eq!(
+            traceparent(&example(TraceFlags::new(0x03))),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
     }
 
