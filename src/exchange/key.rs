@@ -77,7 +77,8 @@ pub struct LastKey(Mutex<Remembered>);
 
 /// Longer tokens are hashed every time rather than remembered: the memory is taken before the
 /// token is verified, and an idle connection must not hold tens of kilobytes of whatever its
-/// client sent (real JWTs are well under this; Entra ID's large ones are about 2–3 KiB).
+/// client sent. Most JWTs are well under this; one that carries many group claims may not be,
+/// and is then only hashed as before.
 const MAX_REMEMBERED_TOKEN: usize = 4096;
 
 #[derive(Default)]
