@@ -96,6 +96,19 @@ fn node_files(dir: &Path, store: &str) -> (u16, u16, String) {
     (admin_port, proxy_port, text)
 }
 
+/// Runs the baton binary with `args` and `--config {dir}/baton.toml`, the admin token, and
+/// `env` (the master key and store URL the case needs), to its end.
+fn run_baton(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("baton.toml"))
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 impl Node {
     async fn start(url: &str) -> Self {
         Self::start_with(url, STORE, MASTER_KEY).await
@@ -659,16 +672,14 @@ async fn a_row_changed_behind_batons_back_is_refused_with_the_reason() {
     // A baton starting now refuses to start on it, with the reason.
     let dir = tempfile::tempdir().unwrap();
     node_files(dir.path(), STORE);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("baton.toml"))
-        .envs([
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
+    let output = run_baton(
+        dir.path(),
+        &["serve"],
+        &[
             ("MASTER_KEY", MASTER_KEY),
             ("BATON_STORE_URL", postgres.url().as_str()),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -882,17 +893,14 @@ async fn the_schema_is_baton_s_and_a_snapshot_starts_a_baton_while_the_store_is_
 snapshot_file = "snapshot.json""#;
     node_files(dir.path(), store);
     let baton = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(args)
-            .arg("--config")
-            .arg(dir.path().join("baton.toml"))
-            .envs([
-                ("ADMIN_TOKEN", ADMIN_TOKEN),
+        run_baton(
+            dir.path(),
+            args,
+            &[
                 ("MASTER_KEY", MASTER_KEY),
                 ("BATON_STORE_URL", postgres.url().as_str()),
-            ])
-            .output()
-            .unwrap()
+            ],
+        )
     };
     let output = baton(&["serve"]);
     assert!(!output.status.success());
@@ -955,16 +963,14 @@ snapshot_file = "snapshot.json""#;
     // Without a snapshot, a start with the store down fails and says why.
     let other = tempfile::tempdir().unwrap();
     node_files(other.path(), r#"url_env = "BATON_STORE_URL""#);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["serve", "--config"])
-        .arg(other.path().join("baton.toml"))
-        .envs([
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
+    let output = run_baton(
+        other.path(),
+        &["serve"],
+        &[
             ("MASTER_KEY", MASTER_KEY),
             ("BATON_STORE_URL", postgres.url().as_str()),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the store is unreachable"), "{stderr}");
@@ -1003,23 +1009,15 @@ async fn a_master_key_is_rotated_by_resealing_every_entry() {
     // `baton store reseal` with the new key in the config and the old one named.
     let dir = tempfile::tempdir().unwrap();
     node_files(dir.path(), STORE);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "store",
-            "reseal",
-            "--old-master-key-env",
-            "OLD_MASTER_KEY",
-            "--config",
-        ])
-        .arg(dir.path().join("baton.toml"))
-        .envs([
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
+    let output = run_baton(
+        dir.path(),
+        &["store", "reseal", "--old-master-key-env", "OLD_MASTER_KEY"],
+        &[
             ("MASTER_KEY", OTHER_MASTER_KEY),
             ("OLD_MASTER_KEY", MASTER_KEY),
             ("BATON_STORE_URL", postgres.url().as_str()),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -1056,16 +1054,14 @@ async fn tls_to_the_database_is_verified_against_ca_file() {
     // cleartext, and the URL's password is not in the error.
     let dir = tempfile::tempdir().unwrap();
     node_files(dir.path(), STORE);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("baton.toml"))
-        .envs([
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
+    let output = run_baton(
+        dir.path(),
+        &["serve"],
+        &[
             ("MASTER_KEY", MASTER_KEY),
             ("BATON_STORE_URL", url.as_str()),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("certificate"), "{stderr}");
