@@ -10,7 +10,7 @@
 //!    app gets (every claim header name a client sent is removed first, in every mode);
 //! 2. [`forward`]: the upstream request's headers (hop-by-hop removed, `X-Forwarded-*`, `Host`)
 //!    and, after the answer, the response's, and the tunnel of an HTTP/1.1 upgrade;
-//! 3. [`upstream`]: the pooled hyper client to `[proxy] upstream`, with its timeouts.
+//! 3. [`upstream`]: the pooled connections to `[proxy] upstream`, with their timeouts.
 //!
 //! Every answer baton writes instead of the upstream's is a [`Refusal`], answered in one
 //! place ([`Refusal::answer`]): as JSON to an HTTP caller, as a trailers-only gRPC status
@@ -84,8 +84,18 @@ pub struct Downstream {
     client_ip: HeaderValue,
     /// Whether the connection is TLS.
     scheme: Scheme,
+    /// What the connection keeps from one request to the next.
+    kept: Arc<Kept>,
+}
+
+/// What a client connection keeps from one request to the next: a keep-alive client sends
+/// the same token to the same upstream, request after request.
+#[derive(Debug, Default)]
+struct Kept {
     /// The cache key of the last token the connection presented.
-    last_key: Arc<LastKey>,
+    last_key: LastKey,
+    /// The upstream connection its last request used.
+    upstream: upstream::Held,
 }
 
 /// How a client's connection reached baton: the `X-Forwarded-Proto` the upstream gets.
@@ -111,7 +121,7 @@ impl Downstream {
         Self {
             client_ip,
             scheme,
-            last_key: Arc::default(),
+            kept: Arc::default(),
         }
     }
 }
@@ -295,7 +305,7 @@ impl Gateway {
             Surface::Proxy,
             config,
             &mut parts,
-            Some(&downstream.last_key),
+            Some(&downstream.kept.last_key),
         )
         .await
         {
@@ -306,10 +316,12 @@ impl Gateway {
         let Some(target) = upstream.target() else {
             return Refusal::upstream(UpstreamFailure::NotConfigured).answer(caller);
         };
+        let kept = Arc::clone(&downstream.kept);
         let downstream_upgrade =
             forward::prepare_request(&mut parts, admitted, downstream, &config.proxy, target);
         let started = Instant::now();
-        let mut response = match target.send(Request::from_parts(parts, body)).await {
+        let sent = target.send(Request::from_parts(parts, body), &kept.upstream);
+        let mut response = match sent.await {
             Ok(response) => response,
             Err(failure) if failure.client_body_failed() => {
                 tracing::debug!(error = %failure, "the client's request body broke");

@@ -1,8 +1,11 @@
-//! `[proxy] upstream`: where requests go, through a pooled hyper client.
+//! `[proxy] upstream`: where requests go, over pooled connections.
 //!
 //! The upstream's address is resolved when the config loads (never per request) and each
-//! config gets its own client: a reload with another address or other timeouts starts a new
-//! pool, and the old one closes with the last request that used it.
+//! config gets its own connections: a reload with another address or other timeouts starts a
+//! new pool, and the old one closes with the last request that used it. HTTP/1.1 goes through
+//! baton's own pool ([`pool`]), whose connections stay with the client connection that last
+//! used them; h2c through hyper-util's client, whose one connection carries every request as
+//! a stream.
 
 use std::future::Future as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,11 +29,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::{Config, UpstreamProtocol};
 use crate::errors::UpstreamFailure;
 
-/// How long a pooled upstream connection may stay idle before baton closes it (an upstream
-/// that closes it first takes it out of the pool at once).
-const UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle upstream connections kept, at most: enough for the concurrency a sidecar sees.
-const UPSTREAM_POOL_MAX_IDLE: usize = 256;
+mod pool;
+
+pub(crate) use pool::Held;
+use pool::Pool;
 
 /// The body of an upstream's response, passed to the client as it arrives; an upstream that
 /// sends nothing for `[proxy] read_timeout` ends it with an error (the client's connection is
@@ -77,9 +79,18 @@ pub(crate) struct Target {
     authority: Authority,
     /// `[proxy] upstream` as written, for requests that come without `Host`.
     host: HeaderValue,
-    client: Client<HttpConnector, RequestBody>,
+    connections: Connections,
     read_timeout: Duration,
-    protocol: UpstreamProtocol,
+}
+
+/// How requests reach the upstream, by `[proxy] upstream_protocol`.
+#[derive(Debug)]
+enum Connections {
+    /// HTTP/1.1: one request at a time per connection, from baton's pool.
+    Http1(Arc<Pool>),
+    /// h2c: hyper-util's client, every request a stream of one connection (prior knowledge,
+    /// no upgrade dance), as gRPC servers expect.
+    H2c(Box<Client<HttpConnector, RequestBody>>),
 }
 
 /// The config's upstream could not be resolved.
@@ -120,27 +131,30 @@ impl Upstream {
             .ok_or_else(|| fail("no address".to_owned()))?;
         let authority = Authority::try_from(addr.to_string()).map_err(|e| fail(e.to_string()))?;
         let host = HeaderValue::try_from(upstream.as_str()).map_err(|e| fail(e.to_string()))?;
-
-        let mut connector = HttpConnector::new();
-        // Small requests go out at once rather than waiting on Nagle.
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.proxy.connect_timeout));
-        let protocol = config.proxy.upstream_protocol;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(UPSTREAM_POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(UPSTREAM_POOL_MAX_IDLE)
-            // h2c: one connection carries every request as a stream (prior knowledge, no
-            // upgrade dance), as gRPC servers expect.
-            .http2_only(protocol == UpstreamProtocol::H2c)
-            .build(connector);
+        let connect_timeout = config.proxy.connect_timeout;
+        let connections = match config.proxy.upstream_protocol {
+            UpstreamProtocol::Http1 => {
+                Connections::Http1(Arc::new(Pool::new(addr, connect_timeout)))
+            }
+            UpstreamProtocol::H2c => {
+                let mut connector = HttpConnector::new();
+                // Small requests go out at once rather than waiting on Nagle.
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(connect_timeout));
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(pool::IDLE_TIMEOUT)
+                    .http2_only(true)
+                    .build(connector);
+                Connections::H2c(Box::new(client))
+            }
+        };
         Ok(Self {
             target: Some(Target {
                 authority,
                 host,
-                client,
+                connections,
                 read_timeout: config.proxy.read_timeout,
-                protocol,
             }),
         })
     }
@@ -156,7 +170,7 @@ impl Upstream {
 impl Target {
     /// Whether requests go out as HTTP/2 streams.
     pub(crate) fn is_h2c(&self) -> bool {
-        self.protocol == UpstreamProtocol::H2c
+        matches!(self.connections, Connections::H2c(_))
     }
 
     /// The value of `Host` for a request that has none.
@@ -164,27 +178,32 @@ impl Target {
         &self.host
     }
 
-    /// `uri`'s path and query on this upstream (the client connects by the URI's authority
-    /// and sends the path and query, origin-form).
+    /// `uri`'s path and query on this upstream: origin-form on an HTTP/1.1 connection (the
+    /// request line), with the upstream's authority for h2c (hyper-util's client connects by
+    /// it and sends it as `:authority`).
     pub(crate) fn uri_for(&self, uri: &Uri) -> Uri {
+        let path_and_query = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
-            uri.path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        // A scheme, an authority and a path and query make a valid URI.
+        if self.is_h2c() {
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(self.authority.clone());
+        }
+        parts.path_and_query = Some(path_and_query);
+        // A path and query, with or without a scheme and an authority, make a valid URI.
         #[allow(clippy::expect_used)]
-        Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+        Uri::from_parts(parts).expect("a path, with a scheme and an authority, makes a URI")
     }
 
     /// Sends `request` and waits for the response head: the wait fails after
     /// `[proxy] read_timeout` without progress (no response, no request body forwarded).
+    /// `held` is the upstream connection the client's connection keeps between its requests.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
+        held: &Held,
     ) -> Result<Response<Incoming>, SendFailure> {
         let (parts, body) = request.into_parts();
         // A request without a body (most) needs no progress counter.
@@ -193,14 +212,22 @@ impl Target {
             inner: body,
             progress: progress.clone(),
         };
-        let response = self.client.request(Request::from_parts(parts, body));
+        let request = Request::from_parts(parts, body);
+        let response = async {
+            match &self.connections {
+                Connections::Http1(pool) => send_http1(pool, held, request).await,
+                Connections::H2c(client) => client
+                    .request(request)
+                    .await
+                    .map_err(|e| SendFailure::from_error(&e)),
+            }
+        };
         tokio::pin!(response);
         let mut seen = 0;
         loop {
             match tokio::time::timeout(self.read_timeout, &mut response).await {
                 Ok(Ok(response)) => return Ok(response),
-                Ok(Err(e)) => {
-                    let mut failure = SendFailure::from_client(&e);
+                Ok(Err(mut failure)) => {
                     failure.client_body_failed = progress
                         .as_ref()
                         .is_some_and(|p| p.client_failed.load(Ordering::Acquire));
@@ -232,6 +259,47 @@ impl Target {
             armed: false,
         }
     }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // The config moved on: its idle connections close now, not at their idle timeout.
+        if let Connections::Http1(pool) = &self.connections {
+            pool.retire();
+        }
+    }
+}
+
+/// Sends `request` over an HTTP/1.1 connection from `pool` and, once the response head is
+/// in, leaves the connection with `held` for the client connection's next request. A reused
+/// connection the upstream closed before the request went out gets the request again, on a
+/// new connection (as hyper-util's pool retries it).
+async fn send_http1(
+    pool: &Arc<Pool>,
+    held: &Held,
+    request: Request<RequestBody>,
+) -> Result<Response<Incoming>, SendFailure> {
+    let mut checkout = pool.checkout(held).await?;
+    let response = match checkout.sender.try_send_request(request).await {
+        Ok(response) => response,
+        Err(mut e) => match e.take_message() {
+            Some(request) if checkout.reused => {
+                tracing::debug!(error = %e.error(), "a pooled upstream connection was closed; retrying");
+                checkout.sender = pool.connect().await?;
+                checkout
+                    .sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| SendFailure::from_error(&e))?
+            }
+            _ => return Err(SendFailure::from_error(e.error())),
+        },
+    };
+    // After a `101` the connection belongs to the tunnel.
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        pool.keep(held, checkout.sender);
+    }
+    Ok(response)
 }
 
 // === impl ResponseBody ===
@@ -324,17 +392,33 @@ impl SendFailure {
         self.client_body_failed
     }
 
+    /// No connection within `[proxy] connect_timeout` (504).
+    fn connect_timed_out(timeout: Duration) -> Self {
+        Self {
+            kind: UpstreamFailure::TimedOut,
+            cause: format!("no connection within {timeout:?}"),
+            client_body_failed: false,
+        }
+    }
+
+    /// The upstream could not be connected to (502).
+    fn connect(error: &std::io::Error) -> Self {
+        Self::from_error(error)
+    }
+
     /// A connect timeout is a timeout (504); any other failure to connect or to get an
     /// answer, the upstream being unavailable (502).
-    fn from_client(error: &hyper_util::client::legacy::Error) -> Self {
+    fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let mut timed_out = false;
-        let mut cause = error.to_string();
-        let mut source = std::error::Error::source(error);
+        let mut cause = String::new();
+        let mut source = Some(error);
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
             }
-            cause.push_str(": ");
+            if !cause.is_empty() {
+                cause.push_str(": ");
+            }
             cause.push_str(&e.to_string());
             source = e.source();
         }

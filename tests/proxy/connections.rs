@@ -225,6 +225,94 @@ async fn scripted_upstream(script: Vec<(Duration, Vec<u8>)>, reset: bool) -> Soc
     addr
 }
 
+/// An upstream that answers `200 ok` to up to `per_connection` requests on each connection,
+/// then closes it without saying so (no `Connection: close`: the keep-alive race every pool
+/// meets). Counts the connections it accepted.
+async fn counting_upstream(per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                for _ in 0..per_connection {
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keep_alive_clients_requests_share_one_upstream_connection_which_a_later_client_reuses() {
+    let (upstream, accepted) = counting_upstream(usize::MAX).await;
+    let h = Harness::start(Opts {
+        upstream_at: Some(upstream),
+        ..Opts::default()
+    })
+    .await;
+    let mut first = connect(h.baton.addr).await;
+    for i in 0..5 {
+        let answer = keep_alive_get(&mut first, &format!("/public/{i}")).await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, "ok"));
+    }
+    drop(first);
+    // baton gives the connection back to its pool when it sees the client go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = connect(h.baton.addr).await;
+    for i in 0..5 {
+        let answer = keep_alive_get(&mut second, &format!("/public/again/{i}")).await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, "ok"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "ten requests from two client connections, one after the other, on one upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_closes_after_every_answer_fails_no_request() {
+    let (upstream, accepted) = counting_upstream(1).await;
+    let h = Harness::start(Opts {
+        upstream_at: Some(upstream),
+        ..Opts::default()
+    })
+    .await;
+    let mut client = connect(h.baton.addr).await;
+    for i in 0..10 {
+        let answer = keep_alive_get(&mut client, &format!("/public/{i}")).await;
+        assert_eq!(
+            (answer.status, answer.text().as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+        // Time for the close to reach baton: the connection it kept is then seen closed and
+        // replaced, not written to.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 10);
+}
+
 /// baton in front of `upstream`, and a connection on which `GET target` was sent and the
 /// response head read (status, headers); the body is left to read.
 async fn head_through_baton(
