@@ -23,8 +23,9 @@ use crate::policy::{Claims, Condition, Inputs, Undecided};
 use crate::token::UnverifiedToken;
 
 mod key;
-pub use key::LastKey;
+mod last;
 use key::{DigestHasher, cache_key};
+pub use last::LastExchange;
 
 /// Default bound on the minted-token cache.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
@@ -49,6 +50,25 @@ pub struct Exchanger {
 struct CachedToken {
     minted: Arc<Minted>,
     serve_until: u64,
+}
+
+impl CachedToken {
+    fn exchanged(self, cached: bool) -> Exchanged {
+        Exchanged {
+            minted: self.minted,
+            cached,
+        }
+    }
+}
+
+/// A proxied request's credentials and its connection's memory of its last exchange, for
+/// [`Exchanger::authorize`] to remember what it served.
+#[derive(Clone, Copy, Debug)]
+pub struct Remember<'a> {
+    /// The connection's memory.
+    pub last: &'a LastExchange,
+    /// The `Authorization` value the bearer token was parsed from, as the client sent it.
+    pub credentials: &'a [u8],
 }
 
 /// How to build an [`Exchanger`].
@@ -375,7 +395,7 @@ impl Exchanger {
         // limit and the IdP's and provider's conditions (whose inputs are all fixed by that
         // key) passed when it was.
         if let Some(hit) = self.cached(&key).await {
-            return Ok(hit);
+            return Ok(hit.exchanged(true));
         }
         // Boxed: the miss path's future is kilobytes, and every request's future would be
         // as large (and copied as often) if it were inline; a hit never allocates it.
@@ -390,26 +410,36 @@ impl Exchanger {
             },
         ))
         .await
+        .map(|minted| minted.exchanged(false))
     }
 
     /// What the proxy does with a bearer token: a token baton minted itself (under any of its
     /// keys, retired ones included) is verified and passed as it is; any other is exchanged.
-    /// `last_key` is the connection's memory of its last cache key, when it has one.
+    /// With `remember`, the connection remembers the exchange for
+    /// [`Exchanger::serve_again`].
     pub async fn authorize(
         &self,
         bearer: &str,
         service: &str,
-        last_key: Option<&LastKey>,
+        remember: Option<Remember<'_>>,
     ) -> Result<Authorized, ExchangeError> {
         let pipeline = self.pipeline.load_full();
         // The proxy authenticates no client: its entries are keyed without one. A hit passed
         // the IdP's and provider's conditions when it was minted (see `exchange_for_client`).
-        let key = match last_key {
-            Some(last_key) => last_key.key(pipeline.generation, service, bearer),
+        let key = match remember {
+            Some(Remember { last, credentials }) => {
+                last.key(pipeline.generation, service, credentials, bearer)
+            }
             None => cache_key(pipeline.generation, service, None, None, bearer),
         };
+        let served = |token: CachedToken, cached: bool| {
+            if let Some(Remember { last, .. }) = remember {
+                last.served(&key, &token.minted, token.serve_until);
+            }
+            Authorized::Exchanged(token.exchanged(cached))
+        };
         if let Some(hit) = self.cached(&key).await {
-            return Ok(Authorized::Exchanged(hit));
+            return Ok(served(hit, true));
         }
         if let Some(own) = pipeline.verify_own(bearer, self.clock.now_unix()) {
             return own
@@ -425,24 +455,20 @@ impl Exchanger {
         };
         Box::pin(self.run_and_cache(pipeline, key, request))
             .await
-            .map(Authorized::Exchanged)
+            .map(|minted| served(minted, false))
     }
 
-    /// The current Unix time of the exchanger's clock.
-    pub fn now_unix(&self) -> u64 {
-        self.clock.now_unix()
-    }
-
-    async fn cached(&self, key: &[u8; 32]) -> Option<Exchanged> {
-        let CachedToken {
-            minted,
-            serve_until,
-        } = self.minted.get(key).await?;
-        if self.clock.now_unix() >= serve_until {
-            // Stale: drop it, so that the miss that follows mints anew instead of finding it.
-            self.minted.invalidate(key).await;
-            return None;
-        }
+    /// The token a proxied request's connection was served last time for the same
+    /// `credentials` and `service` under the configuration in force, while it may still be
+    /// served: a cache hit that needs neither the credentials parsed nor the cache.
+    pub fn serve_again(
+        &self,
+        last: &LastExchange,
+        credentials: &[u8],
+        service: &str,
+    ) -> Option<Exchanged> {
+        let generation = self.pipeline.load().generation;
+        let minted = last.serve_again(generation, service, credentials, self.clock.now_unix())?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(Exchanged {
             minted,
@@ -450,16 +476,31 @@ impl Exchanger {
         })
     }
 
+    /// The current Unix time of the exchanger's clock.
+    pub fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    async fn cached(&self, key: &[u8; 32]) -> Option<CachedToken> {
+        let hit = self.minted.get(key).await?;
+        if self.clock.now_unix() >= hit.serve_until {
+            // Stale: drop it, so that the miss that follows mints anew instead of finding it.
+            self.minted.invalidate(key).await;
+            return None;
+        }
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
     async fn run_and_cache(
         &self,
         pipeline: Arc<Pipeline>,
         key: [u8; 32],
         request: Request<'_>,
-    ) -> Result<Exchanged, ExchangeError> {
+    ) -> Result<CachedToken, ExchangeError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         // Concurrent misses for one key run the pipeline once.
-        let minted = self
-            .minted
+        self.minted
             .try_get_with(key, async {
                 let mut trace = Trace::off();
                 pipeline
@@ -473,12 +514,7 @@ impl Exchanger {
                     })
             })
             .await
-            .map_err(|e| (*e).clone())?
-            .minted;
-        Ok(Exchanged {
-            minted,
-            cached: false,
-        })
+            .map_err(|e| (*e).clone())
     }
 
     /// Runs the pipeline without the cache, recording every step (`baton explain`), for

@@ -35,7 +35,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::errors::{Rejection, RequestRefused, UpstreamFailure, upstream_rejection};
-use crate::exchange::{Exchanger, LastKey};
+use crate::exchange::{Exchanger, LastExchange};
 use crate::metrics::Metrics;
 use crate::published;
 use crate::sts::{self, MAX_BODY_BYTES, Reply, TokenRequest};
@@ -92,8 +92,8 @@ pub struct Downstream {
 /// the same token to the same upstream, request after request.
 #[derive(Debug, Default)]
 struct Kept {
-    /// The cache key of the last token the connection presented.
-    last_key: LastKey,
+    /// The credentials its last request sent, and the token they were served.
+    last_exchange: LastExchange,
     /// The upstream connection its last request used.
     upstream: upstream::Held,
 }
@@ -305,7 +305,7 @@ impl Gateway {
             Surface::Proxy,
             config,
             &mut parts,
-            Some(&downstream.kept.last_key),
+            Some(&downstream.kept.last_exchange),
         )
         .await
         {

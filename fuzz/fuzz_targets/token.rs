@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use baton::exchange::{Authorized, LastKey};
+use baton::exchange::{Authorized, LastExchange, Remember};
 use baton::token::{MAX_TOKEN_BYTES, UnverifiedToken};
 use baton_fuzz::{NOW, assert_no_secret, fixture, sign_hs256, token_views};
 use libfuzzer_sys::fuzz_target;
@@ -93,16 +93,31 @@ fn exchange(token: &str, service: &str, signature: Option<&str>) {
         }
     }
 
-    // As the proxy calls it: with a connection's memory of its last cache key, asked twice
-    // (the second answer comes through the remembered key and must be the first's).
-    let last_key = LastKey::default();
-    let authorized = fixture.block_on(exchanger.authorize(token, service, Some(&last_key)));
-    let again = fixture.block_on(exchanger.authorize(token, service, Some(&last_key)));
+    // As the proxy calls it: with a connection's memory of its last exchange, asked twice
+    // (the second answer comes through the remembered key and must be the first's), then
+    // served again from that memory, which only ever serves what was exchanged.
+    let last = LastExchange::default();
+    let credentials = format!("Bearer {token}");
+    let remember = Remember {
+        last: &last,
+        credentials: credentials.as_bytes(),
+    };
+    let authorized = fixture.block_on(exchanger.authorize(token, service, Some(remember)));
+    let again = fixture.block_on(exchanger.authorize(token, service, Some(remember)));
     assert_eq!(
         again.is_ok(),
         authorized.is_ok(),
         "the remembered key answered otherwise"
     );
+    let served_again = exchanger.serve_again(&last, credentials.as_bytes(), service);
+    match (&authorized, &served_again) {
+        (Ok(Authorized::Exchanged(exchanged)), Some(served)) => {
+            assert_eq!(served.minted.token(), exchanged.minted.token());
+        }
+        (Ok(Authorized::Exchanged(_)), None) => {} // no longer servable (or too long to keep)
+        (_, Some(_)) => panic!("served again what was never exchanged"),
+        (_, None) => {}
+    }
     match (&explained, &authorized) {
         (Ok(minted), Ok(Authorized::Exchanged(exchanged))) => {
             let subject = UnverifiedToken::parse(token).expect("an exchanged token parses");

@@ -674,3 +674,103 @@ condition = 'actor.sub == "svc"'
         .unwrap_err();
     assert_eq!(refused.stage(), "provider condition");
 }
+
+#[tokio::test]
+async fn a_connection_is_served_its_last_token_again_for_the_same_credentials_and_service_only() {
+    let exchanger = exchanger(config("1h", ""));
+    let token = subject("user-1", NOW + 7200);
+    let credentials = format!("Bearer {token}");
+    let last = LastExchange::default();
+    assert!(
+        exchanger
+            .serve_again(&last, credentials.as_bytes(), "app")
+            .is_none(),
+        "nothing served yet"
+    );
+    let remember = Remember {
+        last: &last,
+        credentials: credentials.as_bytes(),
+    };
+    let Ok(Authorized::Exchanged(first)) = exchanger.authorize(&token, "app", Some(remember)).await
+    else {
+        panic!("the token is exchanged");
+    };
+    assert!(!first.cached);
+    let again = exchanger
+        .serve_again(&last, credentials.as_bytes(), "app")
+        .expect("served again");
+    assert!(again.cached);
+    assert_eq!(again.minted.token(), first.minted.token());
+    assert_eq!(exchanger.cache_stats().hits.load(Ordering::Relaxed), 1);
+
+    let other = format!("Bearer {}", subject("user-2", NOW + 7200));
+    assert!(
+        exchanger
+            .serve_again(&last, other.as_bytes(), "app")
+            .is_none()
+    );
+    let spelled_otherwise = format!("bearer {token}");
+    assert!(
+        exchanger
+            .serve_again(&last, spelled_otherwise.as_bytes(), "app")
+            .is_none(),
+        "the same token in other bytes is parsed again"
+    );
+    assert!(
+        exchanger
+            .serve_again(&last, credentials.as_bytes(), "api")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_served_again_only_while_the_cache_would_serve_it() {
+    let clock = Arc::new(SteppedClock(AtomicU64::new(NOW)));
+    let exchanger = Exchanger::new(
+        config("100s", ""),
+        ExchangerOptions {
+            clock: Arc::clone(&clock) as SharedClock,
+            ..ExchangerOptions::default()
+        },
+    )
+    .unwrap();
+    let token = subject("user-1", NOW + 7200);
+    let credentials = format!("Bearer {token}");
+    let last = LastExchange::default();
+    let remember = Some(Remember {
+        last: &last,
+        credentials: credentials.as_bytes(),
+    });
+    exchanger.authorize(&token, "app", remember).await.unwrap();
+
+    clock.0.store(NOW + 79, Ordering::Relaxed);
+    assert!(
+        exchanger
+            .serve_again(&last, credentials.as_bytes(), "app")
+            .is_some()
+    );
+    clock.0.store(NOW + 80, Ordering::Relaxed);
+    assert!(
+        exchanger
+            .serve_again(&last, credentials.as_bytes(), "app")
+            .is_none(),
+        "80 s into a 100 s life: minted anew, as the cache would"
+    );
+    let Ok(Authorized::Exchanged(renewed)) = exchanger.authorize(&token, "app", remember).await
+    else {
+        panic!("the token is exchanged");
+    };
+    assert_eq!(renewed.minted.issued_at, NOW + 80);
+    let again = exchanger
+        .serve_again(&last, credentials.as_bytes(), "app")
+        .expect("the renewed token is remembered");
+    assert_eq!(again.minted.token(), renewed.minted.token());
+
+    exchanger.reload(config("100s", ""));
+    assert!(
+        exchanger
+            .serve_again(&last, credentials.as_bytes(), "app")
+            .is_none(),
+        "never a token minted under the old config"
+    );
+}

@@ -11,7 +11,9 @@ use http::{HeaderMap, HeaderValue, Method, Version, header};
 use crate::authorization::Credentials;
 use crate::config::{Config, OnMissing, Route};
 use crate::errors::{RequestRefused, Surface, rejection, request_rejection};
-use crate::exchange::{Authorized, Denial, Denied, ExchangeError, Exchanger, LastKey};
+use crate::exchange::{
+    Authorized, Denial, Denied, ExchangeError, Exchanger, LastExchange, Remember,
+};
 use crate::metrics::Metrics;
 use crate::request_path;
 use crate::sts::Reply;
@@ -69,7 +71,7 @@ pub(super) async fn authorize(
     surface: telemetry::Surface,
     config: &Config,
     parts: &mut Parts,
-    last_key: Option<&LastKey>,
+    last: Option<&LastExchange>,
 ) -> Result<Admitted, Refusal> {
     let route = route(config, parts.uri.path());
     let Some(service) = route.service(config) else {
@@ -78,36 +80,43 @@ pub(super) async fn authorize(
         return Ok(Admitted::default());
     };
     let condition = route.0.and_then(|route| route.condition.as_ref());
-    let token = match bearer_credential(&parts.headers) {
-        Ok(Some(token)) => token,
-        Ok(None) if config.proxy.on_missing == OnMissing::Forward => {
-            // No token, no claims: the route's condition still decides, over `claims = null`
-            // (a condition that reads claims refuses, one on the request alone may pass).
-            if let Some(condition) = condition
-                && let Err(denied) = policy::check_condition(condition, None, parts)
-            {
-                return Err(denial(
-                    metrics,
-                    surface,
-                    denied,
-                    service.unwrap_or("-"),
-                    Instant::now(),
-                ));
-            }
-            return Ok(Admitted::default());
-        }
-        Ok(None) => return Err(refusal(&RequestRefused::MissingToken)),
-        Err(refused) => return Err(refusal(&refused)),
-    };
-    let Some(service) = service else {
-        return Err(refusal(&RequestRefused::NoService));
-    };
     let started = Instant::now();
-    let authorized = match exchanger.authorize(token, service, last_key).await {
-        Ok(authorized) => authorized,
-        Err(e) => {
-            telemetry::exchange_refused(metrics, surface, &e, service, started.elapsed());
-            return Err(exchange_refusal(&e));
+    let (service, authorized) = match served_again(exchanger, last, &parts.headers, service) {
+        Some(served) => served,
+        None => {
+            let (credentials, token) = match bearer_credential(&parts.headers) {
+                Ok(Some(bearer)) => bearer,
+                Ok(None) if config.proxy.on_missing == OnMissing::Forward => {
+                    // No token, no claims: the route's condition still decides, over
+                    // `claims = null` (a condition that reads claims refuses, one on the
+                    // request alone may pass).
+                    if let Some(condition) = condition
+                        && let Err(denied) = policy::check_condition(condition, None, parts)
+                    {
+                        return Err(denial(
+                            metrics,
+                            surface,
+                            denied,
+                            service.unwrap_or("-"),
+                            started,
+                        ));
+                    }
+                    return Ok(Admitted::default());
+                }
+                Ok(None) => return Err(refusal(&RequestRefused::MissingToken)),
+                Err(refused) => return Err(refusal(&refused)),
+            };
+            let Some(service) = service else {
+                return Err(refusal(&RequestRefused::NoService));
+            };
+            let remember = last.map(|last| Remember { last, credentials });
+            match exchanger.authorize(token, service, remember).await {
+                Ok(authorized) => (service, authorized),
+                Err(e) => {
+                    telemetry::exchange_refused(metrics, surface, &e, service, started.elapsed());
+                    return Err(exchange_refusal(&e));
+                }
+            }
         }
     };
     let table = route
@@ -265,7 +274,7 @@ impl<'c> Matched<'c> {
 /// Anything else on a route that exchanges is refused: several lines (only one could be
 /// checked, and another could carry an IdP token to the app, cf. RFC 6750 §3.1), a malformed
 /// value, another scheme.
-fn bearer_credential(headers: &HeaderMap) -> Result<Option<&str>, RequestRefused> {
+fn bearer_credential(headers: &HeaderMap) -> Result<Option<(&[u8], &str)>, RequestRefused> {
     let mut lines = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = lines.next() else {
         return Ok(None);
@@ -274,9 +283,27 @@ fn bearer_credential(headers: &HeaderMap) -> Result<Option<&str>, RequestRefused
         return Err(RequestRefused::SeveralAuthorizations);
     }
     match Credentials::parse(value.as_bytes()) {
-        Credentials::Bearer(token) => Ok(Some(token)),
+        Credentials::Bearer(token) => Ok(Some((value.as_bytes(), token))),
         _ => Err(RequestRefused::NotBearer),
     }
+}
+
+/// What the connection's last exchange served, when this request sends the same single
+/// `Authorization` line to the same service and that may still be served: the credentials
+/// parsed and the token exchanged (or found in the cache) then stand for this request too.
+fn served_again<'a>(
+    exchanger: &Exchanger,
+    last: Option<&LastExchange>,
+    headers: &HeaderMap,
+    service: Option<&'a str>,
+) -> Option<(&'a str, Authorized)> {
+    let (last, service) = (last?, service?);
+    let mut lines = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(credentials), None) = (lines.next(), lines.next()) else {
+        return None;
+    };
+    let exchanged = exchanger.serve_again(last, credentials.as_bytes(), service)?;
+    Some((service, Authorized::Exchanged(exchanged)))
 }
 
 /// Removes every `Authorization` line that holds a bearer credential, well-formed or not

@@ -525,3 +525,68 @@ async fn smuggling_framing_and_oversized_heads_are_refused_and_reach_no_upstream
         "{headers:?}"
     );
 }
+
+/// `GET target` on a keep-alive `stream` with these extra header lines, answer read whole.
+async fn keep_alive_get_with(
+    stream: &mut BufReader<TcpStream>,
+    target: &str,
+    lines: &str,
+) -> Answer {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n{lines}\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(stream).await;
+    let mut body = Vec::new();
+    read_body(stream, status, &headers, |piece| {
+        body.extend_from_slice(piece)
+    })
+    .await;
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_keep_alive_connection_changing_its_token_gets_each_tokens_own_claims() {
+    let h = Harness::start(Opts::default()).await;
+    let (alice, bob) = (h.idp_token("alice"), h.idp_token("bob"));
+    let mut stream = connect(h.baton.addr).await;
+    // What the connection remembers of its last exchange must never stand for another
+    // request: another token, another spelling of the same one, two lines, or none.
+    let requests = [
+        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (format!("Authorization: Bearer {bob}\r\n"), 200, Some("bob")),
+        (format!("Authorization: bearer {bob}\r\n"), 200, Some("bob")),
+        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (
+            format!("Authorization: Bearer {alice}\r\nAuthorization: Bearer {alice}\r\n"),
+            400,
+            None,
+        ),
+        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (format!("Authorization: Bearer  {alice}x\r\n"), 401, None),
+        (String::new(), 401, None),
+        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+    ];
+    let mut expected_users = Vec::new();
+    for (i, (lines, status, user)) in requests.iter().enumerate() {
+        let answer = keep_alive_get_with(&mut stream, &format!("/orders/{i}"), lines).await;
+        assert_eq!(answer.status, *status, "request {i}: {answer:?}");
+        expected_users.extend(*user);
+    }
+    let seen = h.upstream.seen();
+    let users: Vec<String> = seen
+        .iter()
+        .map(|request| {
+            let claims = h.verify_minted(request.bearer().unwrap(), KEY_A, STATEBACKED_AUD);
+            claims["act"]["user"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(users, expected_users, "{seen:#?}");
+}
