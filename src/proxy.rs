@@ -221,8 +221,9 @@ impl Gateway {
         );
         let response = match &span {
             None => self.answer(request, downstream).await,
-            // Boxed: the traced path's future does not make every request's larger.
-            Some(span) => Box::pin(span.scope(self.answer(request, downstream))).await,
+            // Boxed (see `scope`): the traced path's future does not make every request's
+            // larger.
+            Some(span) => span.scope(|| self.answer(request, downstream)).await,
         };
         let status = answered_status(&response);
         self.metrics.proxied(status);

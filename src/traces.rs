@@ -12,6 +12,7 @@
 //! `telemetry`), and a second tracer in one process would have no use.
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -159,10 +160,15 @@ impl RequestSpan {
         })
     }
 
-    /// Runs `future` with this span as the current context (exchange spans and the
-    /// upstream's `traceparent` take it as their parent).
-    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
-        future.with_context(self.context.clone())
+    /// Runs the future `make` makes with this span as the current context (exchange spans
+    /// and the upstream's `traceparent` take it as their parent). Made and boxed here, in a
+    /// plain function: an `async fn` that made it in its traced branch would reserve room
+    /// for it beside the one its untraced branch awaits, doubling every request's future.
+    pub fn scope<F: Future>(
+        &self,
+        make: impl FnOnce() -> F,
+    ) -> Pin<Box<impl Future<Output = F::Output>>> {
+        Box::pin(make().with_context(self.context.clone()))
     }
 
     /// Ends the span with the status baton answered.

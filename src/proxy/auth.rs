@@ -110,7 +110,9 @@ pub(super) async fn authorize(
                 return Err(refusal(&RequestRefused::NoService));
             };
             let remember = last.map(|last| Remember { last, credentials });
-            match exchanger.authorize(token, service, remember).await {
+            // Boxed: a connection's requests after its first are served again (above), and
+            // the exchange's future (1.1 KiB) would make every request's future larger.
+            match Box::pin(exchanger.authorize(token, service, remember)).await {
                 Ok(authorized) => (service, authorized),
                 Err(e) => {
                     telemetry::exchange_refused(metrics, surface, &e, service, started.elapsed());

@@ -56,7 +56,7 @@ impl Gateway {
         );
         let response = match &span {
             None => self.answer_check(request).await,
-            Some(span) => Box::pin(span.scope(self.answer_check(request))).await,
+            Some(span) => span.scope(|| self.answer_check(request)).await,
         };
         let status = answered_status(&response);
         self.metrics.forward_auth_checked(status);

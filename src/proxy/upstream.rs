@@ -285,7 +285,7 @@ async fn send_http1(
         Err(mut e) => match e.take_message() {
             Some(request) if checkout.reused => {
                 tracing::debug!(error = %e.error(), "a pooled upstream connection was closed; retrying");
-                checkout.sender = pool.connect().await?;
+                checkout.sender = Box::pin(pool.connect()).await?;
                 checkout
                     .sender
                     .send_request(request)

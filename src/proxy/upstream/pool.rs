@@ -101,7 +101,8 @@ impl Pool {
                 reused: true,
             });
         }
-        self.connect().await.map(|sender| Checkout {
+        // Boxed: connecting (a rare step) would make every request's future larger.
+        Box::pin(self.connect()).await.map(|sender| Checkout {
             sender,
             reused: false,
         })
