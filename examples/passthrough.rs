@@ -1,8 +1,10 @@
 //! A bare hyper 1.x pass-through proxy, the baseline baton's proxy is measured against
-//! (`bench/proxy.sh`): built as baton's listener is — a current-thread runtime, hyper-util's
-//! `auto` server (HTTP/1.1 and h2c), a pooled hyper-util client with `TCP_NODELAY`, mimalloc —
-//! with none of baton's work (no token, no path normalization, no header rewriting beyond the
-//! target). What baton costs over it is what baton's own request path costs.
+//! (`bench/proxy.sh`), as issue 9 defines it: a current-thread runtime, hyper-util's `auto`
+//! server (HTTP/1.1 and h2c), hyper-util's pooled client with `TCP_NODELAY`, mimalloc — with
+//! none of baton's work (no token, no path normalization, no header rewriting beyond the
+//! target). baton's own listener holds each HTTP/1.1 upstream connection beside the client
+//! connection that last used it instead of hyper-util's pool (src/proxy/upstream/pool.rs);
+//! the README's Performance section gives both comparisons.
 //!
 //! ```sh
 //! cargo run --release --example passthrough -- 127.0.0.1:18086 127.0.0.1:8080
