@@ -161,17 +161,23 @@ impl crate::clock::Clock for SteppedClock {
     }
 }
 
-#[tokio::test]
-async fn a_cached_token_is_served_for_the_first_four_fifths_of_its_life_only() {
+/// An exchanger whose providers mint for `ttl`, on a clock the test moves.
+fn stepped_exchanger(ttl: &str) -> (Exchanger, Arc<SteppedClock>) {
     let clock = Arc::new(SteppedClock(AtomicU64::new(NOW)));
     let exchanger = Exchanger::new(
-        config("100s", ""),
+        config(ttl, ""),
         ExchangerOptions {
             clock: Arc::clone(&clock) as SharedClock,
             ..ExchangerOptions::default()
         },
     )
     .unwrap();
+    (exchanger, clock)
+}
+
+#[tokio::test]
+async fn a_cached_token_is_served_for_the_first_four_fifths_of_its_life_only() {
+    let (exchanger, clock) = stepped_exchanger("100s");
     let token = subject("user-1", NOW + 7200);
     let first = exchanger.exchange(&token, "app").await.unwrap();
     assert_eq!(first.minted.expires_at, NOW + 100);
@@ -725,15 +731,7 @@ async fn a_connection_is_served_its_last_token_again_for_the_same_credentials_an
 
 #[tokio::test]
 async fn a_remembered_token_is_served_again_only_while_the_cache_would_serve_it() {
-    let clock = Arc::new(SteppedClock(AtomicU64::new(NOW)));
-    let exchanger = Exchanger::new(
-        config("100s", ""),
-        ExchangerOptions {
-            clock: Arc::clone(&clock) as SharedClock,
-            ..ExchangerOptions::default()
-        },
-    )
-    .unwrap();
+    let (exchanger, clock) = stepped_exchanger("100s");
     let token = subject("user-1", NOW + 7200);
     let credentials = format!("Bearer {token}");
     let last = LastExchange::default();

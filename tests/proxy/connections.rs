@@ -8,23 +8,7 @@ use tokio::net::TcpListener;
 
 /// One keep-alive request (no `Connection: close`) on `stream`, and its answer read whole.
 async fn keep_alive_get(stream: &mut BufReader<TcpStream>, target: &str) -> Answer {
-    let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
-    stream
-        .get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .unwrap();
-    let (status, headers) = read_head(stream).await;
-    let mut body = Vec::new();
-    read_body(stream, status, &headers, |piece| {
-        body.extend_from_slice(piece)
-    })
-    .await;
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    keep_alive_get_with(stream, target, "").await
 }
 
 /// How long `stream` stays open from now until baton closes it (EOF or reset), reading and
@@ -199,14 +183,8 @@ async fn scripted_upstream(script: Vec<(Duration, Vec<u8>)>, reset: bool) -> Soc
             let script = script.clone();
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
+                if !skip_request_head(&mut stream).await {
+                    return;
                 }
                 let mut stream = stream.into_inner();
                 for (delay, bytes) in script {
@@ -223,6 +201,28 @@ async fn scripted_upstream(script: Vec<(Duration, Vec<u8>)>, reset: bool) -> Soc
         }
     });
     addr
+}
+
+/// Reads a request head up to its empty line; `false` when the connection ends first.
+async fn skip_request_head(stream: &mut BufReader<TcpStream>) -> bool {
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        if line == "\r\n" {
+            return true;
+        }
+    }
+}
+
+/// baton, with its test config, in front of `upstream`.
+async fn baton_in_front_of(upstream: SocketAddr) -> Harness {
+    Harness::start(Opts {
+        upstream_at: Some(upstream),
+        ..Opts::default()
+    })
+    .await
 }
 
 /// An upstream that answers `200 ok` to up to `per_connection` requests on each connection,
@@ -242,14 +242,8 @@ async fn counting_upstream(per_connection: usize) -> (SocketAddr, Arc<AtomicUsiz
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 for _ in 0..per_connection {
-                    loop {
-                        let mut line = String::new();
-                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
+                    if !skip_request_head(&mut stream).await {
+                        return;
                     }
                     let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                     if stream.get_mut().write_all(answer).await.is_err() {
@@ -265,11 +259,7 @@ async fn counting_upstream(per_connection: usize) -> (SocketAddr, Arc<AtomicUsiz
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keep_alive_clients_requests_share_one_upstream_connection_which_a_later_client_reuses() {
     let (upstream, accepted) = counting_upstream(usize::MAX).await;
-    let h = Harness::start(Opts {
-        upstream_at: Some(upstream),
-        ..Opts::default()
-    })
-    .await;
+    let h = baton_in_front_of(upstream).await;
     let mut first = connect(h.baton.addr).await;
     for i in 0..5 {
         let answer = keep_alive_get(&mut first, &format!("/public/{i}")).await;
@@ -293,11 +283,7 @@ async fn a_keep_alive_clients_requests_share_one_upstream_connection_which_a_lat
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_that_closes_after_every_answer_fails_no_request() {
     let (upstream, accepted) = counting_upstream(1).await;
-    let h = Harness::start(Opts {
-        upstream_at: Some(upstream),
-        ..Opts::default()
-    })
-    .await;
+    let h = baton_in_front_of(upstream).await;
     let mut client = connect(h.baton.addr).await;
     for i in 0..10 {
         let answer = keep_alive_get(&mut client, &format!("/public/{i}")).await;
@@ -319,11 +305,7 @@ async fn head_through_baton(
     upstream: SocketAddr,
     target: &str,
 ) -> (Harness, BufReader<TcpStream>, u16, Vec<(String, String)>) {
-    let h = Harness::start(Opts {
-        upstream_at: Some(upstream),
-        ..Opts::default()
-    })
-    .await;
+    let h = baton_in_front_of(upstream).await;
     let mut stream = connect(h.baton.addr).await;
     let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
     stream
@@ -559,20 +541,40 @@ async fn one_keep_alive_connection_changing_its_token_gets_each_tokens_own_claim
     // What the connection remembers of its last exchange must never stand for another
     // request: another token, another spelling of the same one, two lines, or none.
     let requests = [
-        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
-        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (
+            format!("Authorization: Bearer {alice}\r\n"),
+            200,
+            Some("alice"),
+        ),
+        (
+            format!("Authorization: Bearer {alice}\r\n"),
+            200,
+            Some("alice"),
+        ),
         (format!("Authorization: Bearer {bob}\r\n"), 200, Some("bob")),
         (format!("Authorization: bearer {bob}\r\n"), 200, Some("bob")),
-        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (
+            format!("Authorization: Bearer {alice}\r\n"),
+            200,
+            Some("alice"),
+        ),
         (
             format!("Authorization: Bearer {alice}\r\nAuthorization: Bearer {alice}\r\n"),
             400,
             None,
         ),
-        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (
+            format!("Authorization: Bearer {alice}\r\n"),
+            200,
+            Some("alice"),
+        ),
         (format!("Authorization: Bearer  {alice}x\r\n"), 401, None),
         (String::new(), 401, None),
-        (format!("Authorization: Bearer {alice}\r\n"), 200, Some("alice")),
+        (
+            format!("Authorization: Bearer {alice}\r\n"),
+            200,
+            Some("alice"),
+        ),
     ];
     let mut expected_users = Vec::new();
     for (i, (lines, status, user)) in requests.iter().enumerate() {
