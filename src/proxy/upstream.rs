@@ -401,7 +401,8 @@ impl SendFailure {
         }
     }
 
-    /// The upstream could not be connected to (502).
+    /// The upstream could not be connected to: 502, or 504 when the kernel timed the connect
+    /// out (`ETIMEDOUT`) before `connect_timeout` did.
     fn connect(error: &std::io::Error) -> Self {
         Self::from_error(error)
     }
