@@ -81,11 +81,12 @@ pub(super) async fn authorize(
     };
     let condition = route.0.and_then(|route| route.condition.as_ref());
     let started = Instant::now();
-    let (service, authorized) = match served_again(exchanger, last, &parts.headers, service) {
+    let line = authorization_line(&parts.headers);
+    let (service, authorized) = match served_again(exchanger, last, &line, service) {
         Some(served) => served,
         None => {
-            let (credentials, token) = match bearer_credential(&parts.headers) {
-                Ok(Some(bearer)) => bearer,
+            let credentials = match line {
+                Ok(Some(value)) => value.as_bytes(),
                 Ok(None) if config.proxy.on_missing == OnMissing::Forward => {
                     // No token, no claims: the route's condition still decides, over
                     // `claims = null` (a condition that reads claims refuses, one on the
@@ -106,6 +107,7 @@ pub(super) async fn authorize(
                 Ok(None) => return Err(refusal(&RequestRefused::MissingToken)),
                 Err(refused) => return Err(refusal(&refused)),
             };
+            let token = bearer_token(credentials).map_err(|refused| refusal(&refused))?;
             let Some(service) = service else {
                 return Err(refusal(&RequestRefused::NoService));
             };
@@ -272,11 +274,10 @@ impl<'c> Matched<'c> {
     }
 }
 
-/// The bearer token of the request's one `Authorization` header, `None` when it has none.
-/// Anything else on a route that exchanges is refused: several lines (only one could be
-/// checked, and another could carry an IdP token to the app, cf. RFC 6750 §3.1), a malformed
-/// value, another scheme.
-fn bearer_credential(headers: &HeaderMap) -> Result<Option<(&[u8], &str)>, RequestRefused> {
+/// The request's one `Authorization` line, `None` when it has none. Several lines are
+/// refused on a route that exchanges: only one could be checked, and another could carry an
+/// IdP token to the app (cf. RFC 6750 §3.1).
+fn authorization_line(headers: &HeaderMap) -> Result<Option<&HeaderValue>, RequestRefused> {
     let mut lines = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = lines.next() else {
         return Ok(None);
@@ -284,24 +285,28 @@ fn bearer_credential(headers: &HeaderMap) -> Result<Option<(&[u8], &str)>, Reque
     if lines.next().is_some() {
         return Err(RequestRefused::SeveralAuthorizations);
     }
-    match Credentials::parse(value.as_bytes()) {
-        Credentials::Bearer(token) => Ok(Some((value.as_bytes(), token))),
+    Ok(Some(value))
+}
+
+/// The bearer token of an `Authorization` value; a malformed value or another scheme is
+/// refused.
+fn bearer_token(credentials: &[u8]) -> Result<&str, RequestRefused> {
+    match Credentials::parse(credentials) {
+        Credentials::Bearer(token) => Ok(token),
         _ => Err(RequestRefused::NotBearer),
     }
 }
 
-/// What the connection's last exchange served, when this request sends the same single
-/// `Authorization` line to the same service and that may still be served: the credentials
-/// parsed and the token exchanged (or found in the cache) then stand for this request too.
+/// What the connection's last exchange served, when this request's one `Authorization` line
+/// is the same, for the same service, and that may still be served: the credentials parsed
+/// and the token exchanged (or found in the cache) then stand for this request too.
 fn served_again<'a>(
     exchanger: &Exchanger,
     last: Option<&LastExchange>,
-    headers: &HeaderMap,
+    line: &Result<Option<&HeaderValue>, RequestRefused>,
     service: Option<&'a str>,
 ) -> Option<(&'a str, Authorized)> {
-    let (last, service) = (last?, service?);
-    let mut lines = headers.get_all(header::AUTHORIZATION).iter();
-    let (Some(credentials), None) = (lines.next(), lines.next()) else {
+    let (last, service, Ok(Some(credentials))) = (last?, service?, line) else {
         return None;
     };
     let exchanged = exchanger.serve_again(last, credentials.as_bytes(), service)?;

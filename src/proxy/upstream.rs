@@ -401,14 +401,8 @@ impl SendFailure {
         }
     }
 
-    /// The upstream could not be connected to: 502, or 504 when the kernel timed the connect
-    /// out (`ETIMEDOUT`) before `connect_timeout` did.
-    fn connect(error: &std::io::Error) -> Self {
-        Self::from_error(error)
-    }
-
-    /// A connect timeout is a timeout (504); any other failure to connect or to get an
-    /// answer, the upstream being unavailable (502).
+    /// A connect timeout is a timeout (504: the kernel's `ETIMEDOUT` too); any other failure
+    /// to connect or to get an answer, the upstream being unavailable (502).
     fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let mut timed_out = false;
         let mut cause = String::new();

@@ -307,12 +307,7 @@ async fn head_through_baton(
 ) -> (Harness, BufReader<TcpStream>, u16, Vec<(String, String)>) {
     let h = baton_in_front_of(upstream).await;
     let mut stream = connect(h.baton.addr).await;
-    let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
-    stream
-        .get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .unwrap();
+    write_get(&mut stream, target, "").await;
     let (status, headers) = read_head(&mut stream).await;
     (h, stream, status, headers)
 }
@@ -508,18 +503,23 @@ async fn smuggling_framing_and_oversized_heads_are_refused_and_reach_no_upstream
     );
 }
 
-/// `GET target` on a keep-alive `stream` with these extra header lines, answer read whole.
-async fn keep_alive_get_with(
-    stream: &mut BufReader<TcpStream>,
-    target: &str,
-    lines: &str,
-) -> Answer {
+/// Writes a keep-alive `GET target` with these extra header lines (each ending in CRLF).
+async fn write_get(stream: &mut BufReader<TcpStream>, target: &str, lines: &str) {
     let request = format!("GET {target} HTTP/1.1\r\nHost: app.example.test\r\n{lines}\r\n");
     stream
         .get_mut()
         .write_all(request.as_bytes())
         .await
         .unwrap();
+}
+
+/// `GET target` on a keep-alive `stream` with these extra header lines, answer read whole.
+async fn keep_alive_get_with(
+    stream: &mut BufReader<TcpStream>,
+    target: &str,
+    lines: &str,
+) -> Answer {
+    write_get(stream, target, lines).await;
     let (status, headers) = read_head(stream).await;
     let mut body = Vec::new();
     read_body(stream, status, &headers, |piece| {

@@ -117,13 +117,13 @@ impl Pool {
         .await
         {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(SendFailure::connect(&e)),
+            Ok(Err(e)) => return Err(SendFailure::from_error(&e)),
             Err(_) => return Err(SendFailure::connect_timed_out(self.connect_timeout)),
         };
         // Small requests go out at once rather than waiting on Nagle.
         stream
             .set_nodelay(true)
-            .map_err(|e| SendFailure::connect(&e))?;
+            .map_err(|e| SendFailure::from_error(&e))?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendFailure::from_error(&e))?;
